@@ -39,6 +39,11 @@ class PlatformDriver(Protocol):
 
     platform: Platform
 
+    async def connect(self) -> None:
+        """Reach the phone (and authenticate). DeviceGone / DeviceTimeout when nothing
+        answers, NotAuthorised while the phone has not accepted this bench. Idempotent."""
+        ...
+
     async def identify(self) -> DeviceIdentity:
         """Read and validate who the phone is."""
         ...

@@ -33,7 +33,11 @@ class FileStat:
 
 # The server registers this with the phone. The phone calls it when it is about to power
 # cycle (reboot, factory reset): the server must drop every connection, stop answering
-# for the duration, then call `phone.finish_power_cycle()` and listen again.
+# for the duration, then call `phone.finish_power_cycle()` and listen again. The server's
+# handler goes offline before its first `await` and returns only once it listens again, so
+# "the handler returned" means "the phone has booted". A backend may also offer
+# `authorised_keys()` (see server.ListsAuthorisedKeys): SIGNATURE packets carry no key, so
+# the server needs the list to accept a returning host without asking the person again.
 PowerCycleHandler = Callable[[], Awaitable[None]]
 
 

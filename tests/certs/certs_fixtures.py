@@ -1,0 +1,156 @@
+"""Deterministic session records and PKI for the certificate tests and the bad corpus.
+
+Test modules here have unique names (test_certs_*.py) and import this helper directly:
+pytest puts tests/certs on sys.path because the folder is not a package.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from wipeagent.models import (
+    CheckKind,
+    CheckResult,
+    CheckStatus,
+    DeviceIdentity,
+    EncryptionType,
+    ErasePlan,
+    EraseRecord,
+    NistCategory,
+    Outcome,
+    Platform,
+    SessionRecord,
+    StationInfo,
+)
+
+T0 = datetime(2026, 11, 20, 9, 0, 0, tzinfo=UTC)
+
+
+def station(station_id: str = "bench-01") -> StationInfo:
+    return StationInfo(
+        station_id=station_id,
+        site="Shenzhen Huaqiang <B2>",
+        organisation="Acme Refurb & Co",
+        tool_name="wipeagent",
+        tool_version="0.1.0",
+    )
+
+
+def android_identity(serial: str = "R58M1234ABC") -> DeviceIdentity:
+    return DeviceIdentity(
+        platform=Platform.ANDROID,
+        manufacturer="samsung",
+        model="SM-G991B",
+        model_number="SM-G991B/DS",
+        marketing_name="Galaxy S21 5G",
+        serial=serial,
+        imeis=("356789012345678", "356789012345679"),
+        os_name="Android",
+        os_version="14",
+        security_patch="2024-09-01",
+        build_fingerprint="samsung/o1sxeea/o1s:14/UP1A.231005.007/G991BXXSAGXI1:user/release-keys",
+        storage_capacity_bytes=128_000_000_000,
+        encryption=EncryptionType.FILE_BASED,
+        hardware_ids={"imei0": "356789012345678"},
+    )
+
+
+def ios_identity() -> DeviceIdentity:
+    return DeviceIdentity(
+        platform=Platform.IOS,
+        manufacturer="Apple Inc.",
+        model="iPhone14,5",
+        model_number="MLPF3",
+        marketing_name="iPhone 13 «测试» <i>&amp;",
+        serial="F2LXK0AAAAAA",
+        imeis=("353012345678901",),
+        udid="00008110-001A2B3C4D5E801E",
+        os_name="iOS",
+        os_version="17.5.1",
+        storage_capacity_bytes=128_000_000_000,
+        encryption=EncryptionType.FILE_BASED,
+    )
+
+
+def check(
+    id: str, kind: CheckKind, status: CheckStatus = CheckStatus.PASS, **evidence: str | int
+) -> CheckResult:
+    return CheckResult(
+        id=id,
+        title=id.replace("_", " ").replace(".", ": "),
+        kind=kind,
+        status=status,
+        method=f"adb shell probe {id}",
+        detail="",
+        evidence=dict(evidence),
+    )
+
+
+def erased_record(
+    *,
+    station_id: str = "bench-01",
+    identity: DeviceIdentity | None = None,
+    outcome: Outcome = Outcome.ERASED,
+    verification: tuple[CheckResult, ...] | None = None,
+    exceptions: tuple[str, ...] = (),
+    session: str = "s-0001",
+) -> SessionRecord:
+    ident = identity or android_identity()
+    plan = ErasePlan(
+        method_id="android.testharness",
+        method="adb shell cmd testharness enable",
+        technique="cryptographic erase via factory reset",
+        category=NistCategory.PURGE,
+    )
+    if verification is None:
+        verification = (
+            check("erase.reset_observed", CheckKind.VERIFICATION, boot_id_changed=True),
+            check("erase.canary_files_gone", CheckKind.VALIDATION, files_checked=3),
+            check("erase.accounts_empty", CheckKind.VALIDATION),
+        )
+    return SessionRecord(
+        session_id=session,
+        slot="usb-1-1.2",
+        station=station(station_id),
+        operator="tech <script>alert(1)</script> 王",
+        destination="resale",
+        started_at=T0,
+        ended_at=T0 + timedelta(minutes=9),
+        identity=ident,
+        diagnostics=(
+            check("battery.health", CheckKind.DIAGNOSTIC, percent=91),
+            check("storage.size", CheckKind.DIAGNOSTIC, CheckStatus.INFO, bytes=128_000_000_000),
+            check("lock.google_account", CheckKind.DIAGNOSTIC, accounts=0),
+            check("root.su_present", CheckKind.DIAGNOSTIC, CheckStatus.WARN),
+        ),
+        preconditions=(
+            check("precondition.no_lock_screen", CheckKind.PRECONDITION),
+            check("lock.mdm_device_owner", CheckKind.PRECONDITION),
+        ),
+        erase=EraseRecord(
+            plan=plan,
+            started_at=T0 + timedelta(minutes=2),
+            ended_at=T0 + timedelta(minutes=7),
+        ),
+        verification=verification,
+        outcome=outcome,
+        category=NistCategory.PURGE,
+        exceptions=exceptions,
+    )
+
+
+def not_erased_record() -> SessionRecord:
+    return SessionRecord(
+        session_id="s-0002",
+        slot="usb-1-1.3",
+        station=station(),
+        operator="tech-7",
+        started_at=T0,
+        ended_at=T0 + timedelta(minutes=3),
+        identity=ios_identity(),
+        diagnostics=(
+            check("lock.find_my", CheckKind.DIAGNOSTIC, CheckStatus.FAIL, is_associated=True),
+        ),
+        outcome=Outcome.NOT_ERASED,
+        reasons=("Find My is on: Activation Lock would survive the erase",),
+    )
