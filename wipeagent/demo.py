@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from wipeagent.assemble import build_agent
 from wipeagent.certify import certificate_filename
@@ -100,7 +101,9 @@ def _table(rows: dict[str, Row]) -> Table:
     for col in ("slot", "profile", "step", "detail", "outcome"):
         table.add_column(col)
     for row in rows.values():
-        table.add_row(row.slot, row.profile.name, row.step, row.message[:60], row.outcome)
+        # Text, not markup: phone-supplied strings must never be interpreted by the terminal.
+        table.add_row(Text(row.slot), Text(row.profile.name), Text(row.step),
+                      Text(row.message[:70]), Text(row.outcome))
     return table
 
 
@@ -111,21 +114,17 @@ def check_expectation(profile: ProfileInfo, result: SessionResult | None,
         return "no session result"
     if result.outcome.value != profile.expected_outcome:
         return f"expected {profile.expected_outcome}, got {result.outcome.value}"
-    if profile.expected_reason and not any(profile.expected_reason in r
-                                           for r in _reason_codes(result)):
-        return f"expected reason {profile.expected_reason}, got {result.reasons}"
+    if profile.expected_reason and profile.expected_reason not in result.codes:
+        return f"expected reason {profile.expected_reason}, got {', '.join(result.codes)}"
     if profile.expected_category and category != profile.expected_category:
         return f"expected category {profile.expected_category}, got {category}"
     return None
 
 
-def _reason_codes(result: SessionResult) -> list[str]:
-    return [r.lower().replace(" ", "_") for r in result.reasons] + list(result.reasons)
-
-
 async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = False,
                    console: Console | None = None) -> int:
-    console = console or Console()
+    # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give it room.
+    console = console or Console(width=None if Console().is_terminal else 120)
     await asyncio.to_thread(_fresh_output, out)
     clock = Clock(speed)
     profiles = [p for p in list_profiles() if p.demo]
@@ -154,8 +153,8 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
             if live is not None:
                 live.update(_table(rows))
             elif not json_out:
-                console.print(f"[{event.slot}] {row.profile.name}: {event.step}: "
-                              f"{event.message}", highlight=False)
+                console.print(Text(f"[{event.slot}] {row.profile.name}: {event.step}: "
+                                   f"{event.message}"))
 
         config = demo_config(out / "state")
         agent, store, certifier = await build_agent(
@@ -184,15 +183,15 @@ def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
     summary: list[dict[str, Any]] = []
     failures = 0
     table = Table(title="summary")
-    for col in ("phone", "profile", "outcome", "category", "reasons / exceptions",
-                "certificate", "as expected"):
-        table.add_column(col, overflow="fold")
+    for col in ("slot", "profile", "phone", "outcome", "category", "as expected"):
+        table.add_column(col)
+    details: list[Text] = []
     for slot, demo_phone in by_slot.items():
         result = by_result.get(slot)
         category: str | None = None
         cert_path = ""
         if result is not None and result.certificate is not None:
-            path = cert_dir / _cert_name(result)
+            path = cert_dir / certificate_filename(result.certificate)
             cert_path = str(path)
             verified = verify_certificate(path.read_bytes(), trust_roots=[trust])
             category = verified.payload["sanitization"]["category"]
@@ -200,14 +199,19 @@ def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
         failures += problem is not None
         ident = result.identity if result else None
         phone = f"{ident.manufacturer} {ident.model}" if ident else "?"
-        notes = list(result.reasons + result.exceptions) if result else []
-        table.add_row(phone, demo_phone.profile.name, result.outcome.value if result else "-",
-                      category or "-", "; ".join(notes)[:300], cert_path,
-                      "yes" if problem is None else f"NO: {problem}")
+        table.add_row(Text(slot), Text(demo_phone.profile.name), Text(phone),
+                      Text(result.outcome.value if result else "-"), Text(category or "-"),
+                      Text("yes" if problem is None else f"NO: {problem}"))
+        notes = [f"reason: {r}" for r in (result.reasons if result else ())]
+        notes += [f"exception: {e}" for e in (result.exceptions if result else ())]
+        notes.append(f"certificate: {Path(cert_path).name or 'none'}")
+        details.append(Text(f"{demo_phone.profile.name}:\n" +
+                            "\n".join(f"  {n}" for n in notes)))
         summary.append({
             "slot": slot, "profile": demo_phone.profile.name, "phone": phone,
             "outcome": result.outcome.value if result else None, "category": category,
             "reasons": list(result.reasons) if result else [],
+            "codes": list(result.codes) if result else [],
             "exceptions": list(result.exceptions) if result else [],
             "certificate": cert_path, "as_expected": problem is None, "problem": problem,
         })
@@ -215,11 +219,10 @@ def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
         console.print_json(json.dumps({"phones": summary, "ok": failures == 0}))
     else:
         console.print(table)
+        for block in details:
+            console.print(block)
         console.print(f"{len(summary) - failures}/{len(summary)} phones ended as their "
                       f"profiles expect; certificates in {cert_dir}")
     return 0 if failures == 0 else 1
 
 
-def _cert_name(result: SessionResult) -> str:
-    assert result.certificate is not None
-    return certificate_filename(result.certificate)

@@ -27,10 +27,12 @@ class Decision:
     category: NistCategory | None
     reasons: tuple[str, ...]
     exceptions: tuple[str, ...]
+    # Machine-readable reason codes for not_erased ("lock_screen", "device_timeout" ...).
+    codes: tuple[str, ...] = ()
 
 
-def not_erased(*reasons: str) -> Decision:
-    return Decision(Outcome.NOT_ERASED, None, tuple(reasons), ())
+def not_erased(*reasons: str, code: str) -> Decision:
+    return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), (code,))
 
 
 def _describe(check: CheckResult) -> str:
@@ -47,6 +49,7 @@ def decide(plan: ErasePlan, verification: list[CheckResult]) -> Decision:
     - The category is the one the plan could reach (Purge only for a cryptographic erase).
     """
     reasons: list[str] = []
+    codes: list[str] = []
     for kind, what in ((CheckKind.VALIDATION, "the data is gone"),
                        (CheckKind.VERIFICATION, "the erase completed")):
         checks = [c for c in verification if c.kind is kind]
@@ -54,8 +57,10 @@ def decide(plan: ErasePlan, verification: list[CheckResult]) -> Decision:
         reasons.extend(_describe(c) for c in bad)
         if not any(c.status is CheckStatus.PASS for c in checks) and not bad:
             reasons.append(f"no check on the phone confirmed that {what}")
+        if bad or not any(c.status is CheckStatus.PASS for c in checks):
+            codes.append(f"{kind.value}_failed")
     if reasons:
-        return not_erased(*reasons)
+        return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), tuple(codes))
     exceptions = [_describe(c) for c in verification if c.status is CheckStatus.WARN]
     if plan.manual:
         exceptions.append(MANUAL_RESET_EXCEPTION)

@@ -82,6 +82,7 @@ class SessionResult:
     exceptions: tuple[str, ...]
     certificate: CertificateRow | None
     record: SessionRecord | None
+    codes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -128,6 +129,7 @@ class _State:
                 NistCategory(data["category"]) if data.get("category") else None,
                 tuple(data["reasons"]),
                 tuple(data["exceptions"]),
+                tuple(data.get("codes", ())),
             )
 
 
@@ -260,11 +262,12 @@ class DeviceSession:
             await self._journal("plan", data)
         if s.refusal is not None:
             self._emit("plan", f"refused: {s.refusal.message}")
-            return not_erased(f"{s.refusal.message} ({s.refusal.hint})")
+            return not_erased(f"{s.refusal.message} ({s.refusal.hint})", code=s.refusal.code)
         assert s.plan is not None
         self._emit("plan", f"{s.plan.technique} ({s.plan.category.value})")
         if not await self.gate(self, identity, s.plan):
-            return not_erased("the erase was not confirmed by a technician")
+            return not_erased("the erase was not confirmed by a technician",
+                              code="not_confirmed")
         if s.canary is None:
             canary = await self.driver.plant_canary()
             await self._journal("canary", {"canary": canary.model_dump(mode="json")})
@@ -291,7 +294,7 @@ class DeviceSession:
                 back = await self.driver.await_return(s.identity, plan)
             except DeviceError as exc:
                 return not_erased(f"the erase was started but the phone could not be "
-                                  f"verified afterwards: {exc} ({exc.hint})")
+                                  f"verified afterwards: {exc} ({exc.hint})", code=exc.code)
             differs = s.identity.mismatches(back)
             if differs:
                 raise IdentityMismatch(
@@ -307,17 +310,19 @@ class DeviceSession:
 
     async def _fail(self, exc: Exception) -> SessionResult:
         hint = exc.hint if isinstance(exc, WipeAgentError) else "set the phone aside"
+        code = exc.code if isinstance(exc, WipeAgentError) else "bad_device_data"
         if self.state.erase is not None:
             reason = (f"the erase was started but could not be verified: {exc} ({hint})")
         else:
             reason = f"{exc} ({hint})"
         self.log.warning("[%s] session failed: %s", self.slot, reason)
         try:
-            return await self._finish(not_erased(reason))
+            return await self._finish(not_erased(reason, code=code))
         except StoreError as store_exc:
             self.log.error("[%s] journal unavailable: %s", self.slot, store_exc)
             return SessionResult(self.session_id, self.slot, Outcome.NOT_ERASED,
-                                 self.state.identity, (reason, str(store_exc)), (), None, None)
+                                 self.state.identity, (reason, str(store_exc)), (), None, None,
+                                 (code, StoreError.code))
 
     async def _finish(self, decision: Decision) -> SessionResult:
         s = self.state
@@ -327,6 +332,7 @@ class DeviceSession:
                 "category": decision.category.value if decision.category else None,
                 "reasons": list(decision.reasons),
                 "exceptions": list(decision.exceptions),
+                "codes": list(decision.codes),
             }, outcome=decision.outcome.value)
         decision = s.decision or decision
         record: SessionRecord | None = None
@@ -357,4 +363,5 @@ class DeviceSession:
             await self._journal("ended", {"reason": "phone never identified"}, state="done")
         self._emit("done", decision.outcome.value, outcome=decision.outcome)
         return SessionResult(self.session_id, self.slot, decision.outcome, s.identity,
-                             decision.reasons, decision.exceptions, certificate, record)
+                             decision.reasons, decision.exceptions, certificate, record,
+                             decision.codes)

@@ -141,6 +141,7 @@ async def test_refusal_never_erases(store: Store) -> None:
     assert result.outcome is Outcome.NOT_ERASED
     assert "erase" not in driver.calls and "canary" not in driver.calls
     assert "remove the screen lock" in result.reasons[0]
+    assert result.codes == ("lock_screen",)
 
 
 async def test_phone_not_returning_after_erase_is_not_erased(store: Store) -> None:
@@ -148,6 +149,7 @@ async def test_phone_not_returning_after_erase_is_not_erased(store: Store) -> No
     result = await make(driver, store)[0].run()
     assert result.outcome is Outcome.NOT_ERASED
     assert "could not be verified" in result.reasons[0]
+    assert result.codes == ("device_timeout",)
     assert result.certificate is not None  # an honest "not erased" certificate
 
 
@@ -157,6 +159,7 @@ async def test_other_phone_returning_is_not_erased(store: Store) -> None:
     result = await make(driver, store)[0].run()
     assert result.outcome is Outcome.NOT_ERASED
     assert "boot_serial" in result.reasons[0]
+    assert result.codes == ("identity_mismatch",)
     assert "verify" not in driver.calls
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wipeagent.clock import Clock
-from wipeagent.platforms.android.driver import AndroidDriver, AndroidSettings
+from wipeagent.platforms.android.driver import AndroidDriver, AndroidDriverSettings
 from wipeagent.sim.adb.server import AdbServer
 from wipeagent.sim.android.phone import SimAndroidPhone
 from wipeagent.transports.adb import AdbEndpoint
 
 SPEED = 100.0  # bench seconds per real second: a 45 s reboot takes 0.45 s
 
-SETTINGS = AndroidSettings(
+SETTINGS = AndroidDriverSettings(
     connect_timeout_s=10, auth_timeout_s=30, command_timeout_s=20,
     reboot_timeout_s=600, manual_reset_timeout_s=1800, poll_interval_s=2,
 )

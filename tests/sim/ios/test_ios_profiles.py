@@ -80,3 +80,10 @@ async def test_old_ios_session_uses_tls_1_2(bench: SimIosBench, pair: Connect) -
         assert client.all_values["ProductVersion"] == "12.5.7"
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("udid", ["../../etc", "00008101-XYZ", "a" * 300])
+async def test_bad_fixed_udid_is_refused(udid: str) -> None:
+    with pytest.raises(ConfigError):
+        async with SimIosBench([PhoneSpec("clean", udid)]):
+            pass

@@ -69,7 +69,7 @@ SU_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
 
 
 @dataclass(frozen=True)
-class AndroidSettings:
+class AndroidDriverSettings:
     """The driver's timeouts and bounds (bench seconds, bytes); defaults match
     wipeagent.config.AndroidConfig."""
 
@@ -82,7 +82,7 @@ class AndroidSettings:
     poll_interval_s: float = 2.0
 
 
-AndroidDriverSettings = AndroidSettings  # the name the first tests used
+AndroidSettings = AndroidDriverSettings  # alias: both names are in use
 
 
 class CommandFailed(DeviceError):
@@ -177,12 +177,12 @@ class AndroidDriver:
         endpoint: AdbEndpoint,
         key: AdbHostKey,
         clock: Clock,
-        settings: AndroidSettings | None = None,
+        settings: AndroidDriverSettings | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.key = key
         self.clock = clock
-        self.settings = settings or AndroidSettings()
+        self.settings = settings or AndroidDriverSettings()
         self._conn: AdbConnection | None = None
         self._props: Props | None = None
 

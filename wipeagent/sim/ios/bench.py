@@ -89,7 +89,11 @@ class SimIosBench:
             await phone.close()
 
     async def __aenter__(self) -> SimIosBench:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(

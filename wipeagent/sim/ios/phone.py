@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import ssl
 import time
@@ -30,6 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wipeagent.clock import Clock
+from wipeagent.errors import ConfigError
 from wipeagent.sim.ios import pki, services
 from wipeagent.sim.ios.profile import Profile, State
 from wipeagent.sim.ios.wire import ChannelClosed, PlistChannel, WireError
@@ -82,6 +84,9 @@ Generous on purpose: a fast bench clock shrinks it, and hosts pause between requ
 (pymobiledevice3 generates RSA keys in the middle of pairing)."""
 
 
+_UDID = re.compile(r"[0-9A-F]{8}-[0-9A-F]{16}|[0-9a-f]{40}")
+
+
 def _derive(seed: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:n], "big")
 
@@ -125,6 +130,8 @@ class SimIPhone:
         ident = profile.identity
         self.ecid = _derive(f"ecid/{profile.name}/{seed}", 7)
         if udid is not None:
+            if not _UDID.fullmatch(udid):
+                raise ConfigError(f"bad simulated UDID {udid!r}", hint="use 8-16 or 40 hex digits")
             self.udid = udid
         elif ident.chip_id >= 0x8000:
             # A12 and later: <ChipID:08X>-<ECID:016X>
