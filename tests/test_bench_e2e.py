@@ -6,6 +6,7 @@ real Android output formats, certificates are signed and verified with the real 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ async def run_bench(tmp_path: Path, names: list[str], speed: float = 50) -> tupl
         agent, store, _ = await build_agent(
             config, clock=clock, extra_endpoints=[s.removeprefix("tcp:") for s in slots])
         try:
-            results = await agent.run(once=True)
+            results = await agent.run(until=lambda a: a.completed >= len(slots))
             sessions = await store.sessions()
             assert all(s.state == "done" for s in sessions), sessions
         finally:
@@ -76,7 +77,7 @@ async def test_metacharacters_never_reach_a_shell(tmp_path: Path) -> None:
         agent, store, _ = await build_agent(config, clock=clock,
                                             extra_endpoints=[f"{entry.host}:{entry.port}"])
         try:
-            (result,) = await agent.run(once=True)
+            (result,) = await agent.run(until=lambda a: a.completed >= 1)
         finally:
             await store.close()
         history = list(entry.phone.counters.history)
@@ -87,12 +88,9 @@ async def test_metacharacters_never_reach_a_shell(tmp_path: Path) -> None:
 
 
 async def test_demo_ends_as_every_profile_expects(tmp_path: Path) -> None:
-    console = Console(file=open(tmp_path / "demo.log", "w"), width=200)  # noqa: SIM115
-    try:
-        code = await run_demo(tmp_path / "out", speed=50, console=console)
-    finally:
-        console.file.close()
-    log = (tmp_path / "demo.log").read_text()
+    buffer = io.StringIO()
+    code = await run_demo(tmp_path / "out", speed=50, console=Console(file=buffer, width=200))
+    log = buffer.getvalue()
     assert code == 0, log
     assert "6/6 phones ended as their profiles expect" in log
 

@@ -12,12 +12,13 @@ from wipeagent.certs.pki import ensure_dev_pki
 from wipeagent.certs.signer import Signer, load_station_signer
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
-from wipeagent.daemon import Agent, AgentSettings, Endpoint
+from wipeagent.daemon import Agent, AgentSettings
 from wipeagent.errors import ConfigError
 from wipeagent.models import StationInfo
 from wipeagent.platforms.android.driver import AndroidDriver, AndroidDriverSettings
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.session import EraseGate, Observer, allow_all
+from wipeagent.sources.tcp import Endpoint, TcpEndpointSource
 from wipeagent.store import Store
 from wipeagent.transports.adb import AdbEndpoint, AdbHostKey
 
@@ -107,7 +108,7 @@ async def build_agent(
     ]
     p = config.policy
     agent = Agent(
-        endpoints=endpoints,
+        sources=[TcpEndpointSource(endpoints, clock, config.android.poll_interval_s)],
         store=store,
         certifier=certifier,
         settings=AgentSettings(
@@ -125,7 +126,6 @@ async def build_agent(
             ),
             destination=p.destination,
             operator=config.station.operator or os.environ.get("WIPEAGENT_OPERATOR"),
-            poll_interval_s=config.android.poll_interval_s,
         ),
         clock=clock,
         gate=gate,

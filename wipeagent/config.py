@@ -55,6 +55,42 @@ class AndroidConfig(_Section):
     poll_interval_s: float = Field(default=2.0, gt=0, le=60)
 
 
+class UsbConfig(_Section):
+    """USB detection (owner: wipeagent/usb, wipeagent/sources/usb.py)."""
+
+    enabled: bool = True
+    # Physical port path (sysfs name, e.g. "1-3.2") -> slot label shown to technicians.
+    slots: dict[str, str] = Field(default_factory=dict)
+    fold_window_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class IosConfig(_Section):
+    """iPhones through usbmuxd (owner: wipeagent/transports/ios.py, platforms/ios)."""
+
+    enabled: bool = True
+    # usbmuxd address: "host:port", a unix socket path, or empty for the system socket.
+    usbmuxd: str = ""
+    pair_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    command_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    reboot_timeout_s: float = Field(default=900.0, gt=0, le=7200)
+
+
+class ControlConfig(_Section):
+    """The technician control API (owner: wipeagent/control)."""
+
+    socket: str = "/run/wipeagent/control.sock"
+    group: str = "wipeagent"
+    # Bench seconds a phone waits for a technician to confirm its erase (policy confirm).
+    confirm_timeout_s: float = Field(default=3600.0, gt=0, le=86400)
+
+
+class UplinkConfig(_Section):
+    """Delivery of certificates to the platform (owner: wipeagent/uplink)."""
+
+    url: str = ""  # the platform's ingest endpoint; empty: certificates stay in the outbox
+    ca: str = ""  # CA bundle that signs the platform's server certificate
+
+
 class CertificateConfig(_Section):
     # Station signing key and its certificate chain (PEM, leaf first). When both are
     # empty the agent creates a development PKI in the state directory and marks every
@@ -73,6 +109,10 @@ class AgentConfig(_Section):
     policy: PolicyConfig = PolicyConfig()
     android: AndroidConfig = AndroidConfig()
     certificates: CertificateConfig = CertificateConfig()
+    usb: UsbConfig = UsbConfig()
+    ios: IosConfig = IosConfig()
+    control: ControlConfig = ControlConfig()
+    uplink: UplinkConfig = UplinkConfig()
 
     @property
     def state_path(self) -> Path:

@@ -165,10 +165,10 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
             if console.is_terminal and not json_out:
                 with Live(_table(rows), console=console, refresh_per_second=8) as live_:
                     live = live_
-                    results = await agent.run(once=True)
+                    results = await agent.run(until=lambda a: a.completed >= len(by_slot))
                 live = None
             else:
-                results = await agent.run(once=True)
+                results = await agent.run(until=lambda a: a.completed >= len(by_slot))
         finally:
             await store.close()
 

@@ -32,7 +32,8 @@ async def run_agent(config: AgentConfig, clock: Clock, *, once: bool = False) ->
     if not config.android.endpoints:
         raise ConfigError("no phones to watch: android.endpoints is empty")
     agent, store, _ = await build_agent(config, clock=clock, observer=_log_event)
-    task = asyncio.create_task(agent.run(once=once))
+    n = len(config.android.endpoints)
+    task = asyncio.create_task(agent.run(until=(lambda a: a.completed >= n) if once else None))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)

@@ -171,6 +171,12 @@ class DeviceSession:
         self.state = _State()
         self.log = logging.LoggerAdapter(log, {"slot": slot})
 
+    @property
+    def expects_departure(self) -> bool:
+        """True while the phone is expected to vanish: between starting the erase and the
+        phone coming back."""
+        return self.state.erase is not None and self.state.returned is None
+
     # -- plumbing -------------------------------------------------------------------------
 
     def _emit(self, step: str, message: str, **kw: Any) -> None:

@@ -128,6 +128,13 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wipeagent-store")
         self._db: sqlite3.Connection | None = None
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` in the store's thread. Other modules (the outbox, the
+        control API) keep their own tables in the same database through this; `fn` must
+        manage its own transaction (the connection is in autocommit mode) and must not
+        block on anything but SQLite. sqlite3.Error becomes StoreError (rolled back)."""
+        return await self._run(fn)
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             if self._db is None:
