@@ -18,6 +18,7 @@ from wipeagent.models import StationInfo
 from wipeagent.platforms.android.driver import AndroidDriver, AndroidDriverSettings
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.session import EraseGate, Observer, allow_all
+from wipeagent.sources import DeviceSource
 from wipeagent.sources.tcp import Endpoint, TcpEndpointSource
 from wipeagent.store import Store
 from wipeagent.transports.adb import AdbEndpoint, AdbHostKey
@@ -90,8 +91,14 @@ async def build_agent(
     gate: EraseGate = allow_all,
     observer: Observer | None = None,
     extra_endpoints: list[str] | None = None,
+    extra_sources: list[DeviceSource] | None = None,
+    usb: bool = False,
 ) -> tuple[Agent, Store, StoreCertifier]:
-    """Open the journal, load keys and make the Agent. The caller closes the store."""
+    """Open the journal, load keys and make the Agent. The caller closes the store.
+
+    `usb` watches this machine's real USB ports (config.usb.enabled permitting). It is off
+    unless asked for (the service asks), so the demo and the tests can never reach a
+    phone plugged into a developer's machine."""
     paths = Paths(config.state_path)
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o750)
     signer, development = load_signer(config, paths)
@@ -106,9 +113,17 @@ async def build_agent(
         android_tcp_endpoint(a, key, clock, settings)
         for a in (*config.android.endpoints, *(extra_endpoints or []))
     ]
+    sources: list[DeviceSource] = [
+        TcpEndpointSource(endpoints, clock, config.android.poll_interval_s),
+        *(extra_sources or []),
+    ]
+    if usb and config.usb.enabled:
+        from wipeagent.sources.usb import make_usb_source
+
+        sources.append(make_usb_source(config, clock, key, settings))
     p = config.policy
     agent = Agent(
-        sources=[TcpEndpointSource(endpoints, clock, config.android.poll_interval_s)],
+        sources=sources,
         store=store,
         certifier=certifier,
         settings=AgentSettings(

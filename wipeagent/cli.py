@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from wipeagent import __version__
 from wipeagent.errors import WipeAgentError
@@ -19,15 +20,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from wipeagent.demo import run_demo
 
     return asyncio.run(run_demo(Path(args.out), speed=args.speed, json_out=args.json))
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from wipeagent.clock import Clock
-    from wipeagent.config import load_config
-    from wipeagent.runner import run_agent
-
-    config = load_config(Path(args.config))
-    return asyncio.run(run_agent(config, Clock(config.clock_speed), once=args.once))
 
 
 def _cmd_sim_android(args: argparse.Namespace) -> int:
@@ -42,6 +34,32 @@ def _cmd_sim_android(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_ios_bench(bench: Any) -> None:
+    print(f"usbmuxd on {bench.address}", flush=True)
+    for phone in bench.phones:
+        print(f"  {phone.udid}  {phone.serial_number}", flush=True)
+
+
+def _cmd_sim_ios(args: argparse.Namespace) -> int:
+    from wipeagent.sim.ios.bench import remote_control, serve_forever
+
+    if args.action:
+        if len(args.action) != 2:
+            raise SystemExit("sim ios: ACTION UDID, e.g. `sim ios trust 00008030-...`")
+        action, udid = args.action
+        try:
+            asyncio.run(remote_control(args.socket or args.listen, action, udid))
+        except LookupError as exc:
+            print(f"wipeagent: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if not args.profile:
+        raise SystemExit("sim ios: give at least one --profile (or ACTION UDID)")
+    asyncio.run(serve_forever(args.profile, listen=args.listen, socket_path=args.socket,
+                              speed=args.speed, ready=_print_ios_bench))
+    return 0
+
+
 def _cmd_sim_profiles(args: argparse.Namespace) -> int:
     from wipeagent.sim.android.profiles import list_profiles
 
@@ -49,6 +67,10 @@ def _cmd_sim_profiles(args: argparse.Namespace) -> int:
         expect = p.expected_outcome + (f" ({p.expected_reason})" if p.expected_reason else "")
         demo = "" if p.demo else "  [test only]"
         print(f"android  {p.name:<16} {expect:<34} {p.description}{demo}")
+    from wipeagent.sim.ios.profile import available_profiles
+
+    for name in available_profiles():
+        print(f"ios      {name}")
     return 0
 
 
@@ -57,12 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wipeagent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="run the bench agent")
-    p.add_argument("--config", default="/etc/wipeagent/agent.toml")
-    p.add_argument("--once", action="store_true",
-                   help="one session per configured endpoint, then exit")
-    p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("demo", help="a simulated bench, end to end")
     p.add_argument("--out", default="demo-out", help="where state and certificates go")
@@ -80,15 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default="sim-state")
     p.add_argument("--speed", type=float, default=1.0)
     p.set_defaults(handler=_cmd_sim_android)
+    p = sim.add_parser("ios", help="serve simulated iPhones behind a fake usbmuxd, or act "
+                                   "on one (trust / deny / unlock / unplug / plug UDID)")
+    p.add_argument("action", nargs="*", metavar="ACTION UDID",
+                   help="act on a running simulated bench instead of serving one")
+    p.add_argument("--listen", default="127.0.0.1:27015", help="usbmuxd HOST:PORT")
+    p.add_argument("--socket", help="also serve (or reach) usbmuxd on this unix socket")
+    p.add_argument("--profile", action="append", help="iPhone profile; repeat for more")
+    p.add_argument("--speed", type=float, default=1.0)
+    p.set_defaults(handler=_cmd_sim_ios)
     p = sim.add_parser("profiles", help="list simulator profiles")
     p.set_defaults(handler=_cmd_sim_profiles)
 
+    # Each area registers its own verbs.
     from wipeagent.certs.cli import register as register_certs
-
-    register_certs(sub)
+    from wipeagent.control.cli import register as register_control
+    from wipeagent.runner import register as register_run
+    from wipeagent.uplink.cli import register as register_uplink
     from wipeagent.usb.cli import register as register_usb
 
-    register_usb(sub)
+    for register in (register_run, register_certs, register_usb, register_control,
+                     register_uplink):
+        register(sub)
     return parser
 
 

@@ -62,6 +62,8 @@ class UsbConfig(_Section):
     # Physical port path (sysfs name, e.g. "1-3.2") -> slot label shown to technicians.
     slots: dict[str, str] = Field(default_factory=dict)
     fold_window_s: float = Field(default=2.0, gt=0, le=60)
+    # A port that never goes quiet (a flapping cable) is reported after this many seconds.
+    max_fold_s: float = Field(default=10.0, gt=0, le=600)
 
 
 class IosConfig(_Section):
@@ -87,8 +89,23 @@ class ControlConfig(_Section):
 class UplinkConfig(_Section):
     """Delivery of certificates to the platform (owner: wipeagent/uplink)."""
 
-    url: str = ""  # the platform's ingest endpoint; empty: certificates stay in the outbox
-    ca: str = ""  # CA bundle that signs the platform's server certificate
+    # The platform's ingest endpoint, e.g. https://platform.example/v1/certificates;
+    # empty: certificates stay in the outbox (nothing is lost, nothing is sent).
+    url: str = Field(default="", max_length=2000, pattern=r"^(https://\S+)?$")
+    ca: str = ""  # CA bundle that signs the platform's server certificate (empty: system)
+    # The bench's TLS client certificate (EKU clientAuth, CN = station id) and key, issued
+    # by the organisation CA (`wipeagent uplink-key` / `uplink-sign`). Empty with a
+    # development PKI: a development client certificate is made.
+    client_cert: str = ""
+    client_key: str = ""
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # Exponential back-off with jitter between failed attempts, capped; Retry-After from
+    # the platform is honoured up to max_retry_after_s.
+    backoff_initial_s: float = Field(default=5.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=900.0, gt=0, le=86400)
+    max_retry_after_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    # How often an idle uplink looks for certificates it was not told about.
+    poll_interval_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class CertificateConfig(_Section):

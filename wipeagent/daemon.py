@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from wipeagent.clock import Clock
+from wipeagent.errors import WipeAgentError
 from wipeagent.models import StationInfo
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.session import (
@@ -63,6 +64,9 @@ class Agent:
     observer: Observer | None = None
     results: list[SessionResult] = field(default_factory=list)
     running: dict[str, _Running] = field(default_factory=dict)
+    # Sessions cancelled by a departure that have not finished unwinding yet. A phone
+    # re-plugged in that gap must wait for them, not be dropped.
+    leaving: dict[str, asyncio.Task[SessionResult | None]] = field(default_factory=dict)
     # Sessions that ended in any way (a crashed session has no result but counts here).
     completed: int = 0
     _finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -86,8 +90,15 @@ class Agent:
             observer=self.observer,
         )
 
-    async def _run_one(self, key: str, session: DeviceSession) -> SessionResult | None:
+    async def _run_one(self, key: str, session: DeviceSession,
+                       after: asyncio.Task[SessionResult | None] | None = None
+                       ) -> SessionResult | None:
+        me = asyncio.current_task()
         try:
+            if after is not None:
+                # The same phone's paused session is still unwinding (closing its driver);
+                # let it finish so the journal is settled before this one adopts it.
+                await asyncio.wait([after])
             result = await session.run()
         except asyncio.CancelledError:
             # Paused (unplugged) or shutting down: the journal holds where it stopped.
@@ -101,7 +112,11 @@ class Agent:
             self.results.append(result)
             return result
         finally:
-            self.running.pop(key, None)
+            entry = self.running.get(key)
+            if entry is not None and entry.task is me:
+                del self.running[key]
+            if self.leaving.get(key) is me:
+                del self.leaving[key]
             self.completed += 1
             self._finished.set()
 
@@ -114,7 +129,8 @@ class Agent:
                 return  # coming back from a reset, or a duplicate event
             session = self._session(event)
             task = asyncio.get_running_loop().create_task(
-                self._run_one(event.key, session), name=f"session {event.slot}")
+                self._run_one(event.key, session, self.leaving.get(event.key)),
+                name=f"session {event.slot}")
             self.running[event.key] = _Running(session, task, event.slot)
         else:
             running = self.running.get(event.key)
@@ -122,11 +138,19 @@ class Agent:
                 return
             if running.session.expects_departure:
                 return  # the reboot the erase causes
+            del self.running[event.key]
+            self.leaving[event.key] = running.task
             running.task.cancel()
 
     async def _consume(self, source: DeviceSource) -> None:
-        async for event in source.events():
-            self.handle(event)
+        try:
+            async for event in source.events():
+                self.handle(event)
+        except WipeAgentError as exc:
+            # One way of finding phones failed (no netlink, usbmuxd gone for good ...);
+            # the other sources and the sessions in flight carry on.
+            log.error("phone source %s stopped: %s (%s)", source.name, exc, exc.hint)
+            self._emit(source.name, "notice", f"phone source stopped: {exc} ({exc.hint})")
 
     async def run(self, *, until: Callable[[Agent], bool] | None = None
                   ) -> list[SessionResult]:
@@ -136,16 +160,19 @@ class Agent:
         try:
             while True:
                 self._finished.clear()
-                if until is not None and not self.running and until(self):
+                idle = not self.running and not self.leaving
+                if until is not None and idle and until(self):
                     return self.results
                 for consumer in consumers:
                     if consumer.done():
-                        consumer.result()  # a source that died takes the agent down loudly
+                        consumer.result()  # a bug in a source takes the agent down loudly
+                live = [c for c in consumers if not c.done()]
                 waiter = asyncio.create_task(self._finished.wait())
-                await asyncio.wait([waiter, *consumers], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([waiter, *live], return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
         finally:
-            pending = consumers + [r.task for r in self.running.values()]
+            pending = (consumers + [r.task for r in self.running.values()]
+                       + list(self.leaving.values()))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -1,9 +1,12 @@
 """`wipeagent demo`: a simulated bench, end to end.
 
 Starts one simulated Android phone per demo profile (each a fake adbd on loopback speaking
-the real ADB protocol), runs the real agent over them with the `auto` policy and a
-development PKI, plays the technician where the agent asks for a manual reset, shows live
-progress, prints a summary, and checks every phone ended the way its profile says it must.
+the real ADB protocol) and one simulated iPhone per iOS demo profile (behind one fake
+usbmuxd on loopback, speaking usbmuxd + lockdown to the real pymobiledevice3), runs the
+real agent over them with the `auto` policy and a development PKI, plays the technician
+where the agent asks for a manual reset (the simulated iPhone owners tap Trust by
+themselves, after their profile's delay), shows live progress, prints a summary, and checks
+every phone ended the way its profile says it must.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.live import Live
@@ -25,19 +28,55 @@ from wipeagent.certify import certificate_filename
 from wipeagent.certs.pki import dev_trust_root
 from wipeagent.certs.verify import verify_certificate
 from wipeagent.clock import Clock
-from wipeagent.config import AgentConfig, AndroidConfig, PolicyConfig, StationConfig
+from wipeagent.config import AgentConfig, AndroidConfig, IosConfig, PolicyConfig, StationConfig
 from wipeagent.session import SessionEvent, SessionResult
 from wipeagent.sim.android.bench import SimBench
 from wipeagent.sim.android.phone import SimAndroidPhone
-from wipeagent.sim.android.profiles import ProfileInfo, list_profiles
+from wipeagent.sim.android.profiles import list_profiles
+from wipeagent.sim.ios import SimIosBench, available_profiles, load_profile
+from wipeagent.sources.usbmux import make_usbmux_source, slot_label
 
 DEFAULT_SPEED = 20.0
+
+
+class Expectation(Protocol):
+    """What a simulated phone's profile says its session must end as."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def expected_outcome(self) -> str: ...
+    @property
+    def expected_reason(self) -> str | None: ...
+    @property
+    def expected_category(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class IosProfileInfo:
+    """An iOS simulator profile's expectation (its [expect] section)."""
+
+    name: str
+    expected_outcome: str
+    expected_reason: str | None
+    expected_category: str | None
+    demo: bool
+
+
+def ios_profiles() -> list[IosProfileInfo]:
+    """Every bundled iOS profile with what it must end as."""
+    infos = []
+    for name in available_profiles():
+        exp = load_profile(name).expect
+        infos.append(IosProfileInfo(name, exp.outcome, exp.reason or None,
+                                    exp.category or None, exp.demo))
+    return infos
 
 
 @dataclass
 class Row:
     slot: str
-    profile: ProfileInfo
+    profile: Expectation
     step: str = "waiting"
     message: str = ""
     outcome: str = ""
@@ -46,9 +85,10 @@ class Row:
 @dataclass
 class DemoPhone:
     slot: str
-    profile: ProfileInfo
-    phone: SimAndroidPhone
+    profile: Expectation
+    phone: SimAndroidPhone | None  # None: a simulated iPhone (no manual reset)
     address: str
+    platform: str = "android"
 
 
 class SimulatedTechnician:
@@ -76,7 +116,7 @@ class SimulatedTechnician:
                 await self.clock.sleep(1)
 
 
-def demo_config(state_dir: Path) -> AgentConfig:
+def demo_config(state_dir: Path, usbmuxd: str = "") -> AgentConfig:
     return AgentConfig(
         state_dir=str(state_dir),
         station=StationConfig(id="demo-bench", site="Demo site", organisation="Demo Org",
@@ -86,6 +126,10 @@ def demo_config(state_dir: Path) -> AgentConfig:
             connect_timeout_s=10, auth_timeout_s=30, command_timeout_s=30,
             reboot_timeout_s=300, manual_reset_timeout_s=900, poll_interval_s=2,
         ),
+        # Generous per-command time: a fast bench clock shrinks it, and a loaded CI machine
+        # does TLS handshakes (simulator and client in one process) slowly.
+        ios=IosConfig(usbmuxd=usbmuxd, pair_timeout_s=120, command_timeout_s=120,
+                      reboot_timeout_s=600),
     )
 
 
@@ -107,7 +151,7 @@ def _table(rows: dict[str, Row]) -> Table:
     return table
 
 
-def check_expectation(profile: ProfileInfo, result: SessionResult | None,
+def check_expectation(profile: Expectation, result: SessionResult | None,
                       category: str | None) -> str | None:
     """What is wrong with a phone's result against its profile, or None."""
     if result is None:
@@ -132,12 +176,19 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
     rows: dict[str, Row] = {}
     by_slot: dict[str, DemoPhone] = {}
 
+    ios_infos = [p for p in ios_profiles() if p.demo]
+
     async with SimBench(profiles=[p.name for p in profiles], host="127.0.0.1", base_port=0,
-                        state_dir=out / "sims", clock=clock) as bench:
+                        state_dir=out / "sims", clock=clock) as bench, \
+            SimIosBench([p.name for p in ios_infos], clock=clock) as ios_bench:
         for info, sim in zip(profiles, bench.phones, strict=True):
             slot = f"tcp:{sim.host}:{sim.port}"
             by_slot[slot] = DemoPhone(slot, info, sim.phone, f"{sim.host}:{sim.port}")
             rows[slot] = Row(slot, info)
+        for ios_info, iphone in zip(ios_infos, ios_bench.phones, strict=True):
+            slot = slot_label(ios_bench.usbmuxd.location(iphone.udid), iphone.udid)
+            by_slot[slot] = DemoPhone(slot, ios_info, None, iphone.udid, "ios")
+            rows[slot] = Row(slot, ios_info)
 
         live: Live | None = None
 
@@ -148,19 +199,22 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
             row.step, row.message = event.step, event.message
             if event.outcome is not None:
                 row.outcome = event.outcome.value
-            if event.step == "manual_reset":
-                technician.on_manual_reset(by_slot[event.slot].phone)
+            phone = by_slot[event.slot].phone
+            if event.step == "manual_reset" and phone is not None:
+                technician.on_manual_reset(phone)
             if live is not None:
                 live.update(_table(rows))
             elif not json_out:
                 console.print(Text(f"[{event.slot}] {row.profile.name}: {event.step}: "
                                    f"{event.message}"))
 
-        config = demo_config(out / "state")
+        config = demo_config(out / "state", usbmuxd=ios_bench.address)
         agent, store, certifier = await build_agent(
             config, clock=clock, observer=observe,
-            extra_endpoints=[p.address for p in by_slot.values()],
+            extra_endpoints=[p.address for p in by_slot.values() if p.platform == "android"],
         )
+        agent.sources = [*agent.sources,
+                         make_usbmux_source(config, clock, config.state_path)]
         try:
             if console.is_terminal and not json_out:
                 with Live(_table(rows), console=console, refresh_per_second=8) as live_:
@@ -198,7 +252,7 @@ def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
         problem = check_expectation(demo_phone.profile, result, category)
         failures += problem is not None
         ident = result.identity if result else None
-        phone = f"{ident.manufacturer} {ident.model}" if ident else "?"
+        phone = f"{ident.manufacturer} {ident.marketing_name or ident.model}" if ident else "?"
         table.add_row(Text(slot), Text(demo_phone.profile.name), Text(phone),
                       Text(result.outcome.value if result else "-"), Text(category or "-"),
                       Text("yes" if problem is None else f"NO: {problem}"))
@@ -208,7 +262,8 @@ def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
         details.append(Text(f"{demo_phone.profile.name}:\n" +
                             "\n".join(f"  {n}" for n in notes)))
         summary.append({
-            "slot": slot, "profile": demo_phone.profile.name, "phone": phone,
+            "slot": slot, "platform": demo_phone.platform,
+            "profile": demo_phone.profile.name, "phone": phone,
             "outcome": result.outcome.value if result else None, "category": category,
             "reasons": list(result.reasons) if result else [],
             "codes": list(result.codes) if result else [],
@@ -221,6 +276,12 @@ def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
         console.print(table)
         for block in details:
             console.print(block)
+        for platform in ("android", "ios"):
+            mine = [p for p, d in zip(summary, by_slot.values(), strict=True)
+                    if d.platform == platform]
+            good = sum(p["as_expected"] for p in mine)
+            console.print(f"{platform}: {good}/{len(mine)} phones ended as their profiles "
+                          "expect")
         console.print(f"{len(summary) - failures}/{len(summary)} phones ended as their "
                       f"profiles expect; certificates in {cert_dir}")
     return 0 if failures == 0 else 1

@@ -169,6 +169,8 @@ class DeviceSession:
         self.observer = observer
         self.session_id = session_id or str(uuid.uuid4())
         self.state = _State()
+        # The identity this run of the session read from the phone (not the journal's).
+        self._identified: DeviceIdentity | None = None
         self.log = logging.LoggerAdapter(log, {"slot": slot})
 
     @property
@@ -211,6 +213,19 @@ class DeviceSession:
         replayed.started_at = datetime.fromisoformat(prior.created_at)
         self.state = replayed
 
+    async def _end_unidentified(self) -> None:
+        """End earlier sessions on this slot that stopped before their phone was
+        identified (agent killed or stopped between creating the session and `identify`).
+        No phone was touched in them and none can be resumed, so they end without a
+        certificate instead of staying open in the journal forever."""
+        for row in await self.store.unidentified_sessions(self.slot, exclude=self.session_id):
+            await self.store.journal(
+                row.id, "ended",
+                {"reason": "the agent stopped before the phone was identified",
+                 "ended_by": self.session_id},
+                state="done",
+            )
+
     # -- the workflow ----------------------------------------------------------------------
 
     async def run(self) -> SessionResult:
@@ -227,8 +242,10 @@ class DeviceSession:
     async def _run(self) -> SessionResult:
         s = self.state
         try:
+            await self._end_unidentified()
             self._emit("connect", "connecting")
             identity = await self.driver.identify()
+            self._identified = identity
             await self._journal(
                 "identify", {"identity": identity.model_dump(mode="json")},
                 serial=identity.serial,
@@ -283,6 +300,8 @@ class DeviceSession:
         s = self.state
         assert s.plan is not None and s.identity is not None and s.canary is not None
         plan = s.plan
+        # An erase already in the journal was started by an earlier run of the agent.
+        resumed = s.erase is not None
         if s.erase is None:
             # Journal first: if the agent dies after sending the command, the resumed
             # session knows an erase may have happened and will verify, never assume.
@@ -294,7 +313,13 @@ class DeviceSession:
             else:
                 self._emit("erase", plan.method)
             await self.driver.start_erase(plan)
+        if s.returned is None and resumed:
+            await self._probe_after_restart(plan, s.canary)
         if s.returned is None:
+            if resumed and plan.manual:
+                # The display that showed the steps died with the old agent.
+                self._emit("manual_reset", "waiting for the technician to reset the phone",
+                           instructions=plan.instructions)
             self._emit("await_return", "waiting for the phone to come back")
             try:
                 back = await self.driver.await_return(s.identity, plan)
@@ -313,6 +338,35 @@ class DeviceSession:
             checks = await self.driver.verify(s.identity, plan, s.canary)
             await self._journal("verify", {"checks": _dump(checks)})
         return decide(plan, s.verification)
+
+    async def _probe_after_restart(self, plan: ErasePlan, canary: Canary) -> None:
+        """The agent stopped after the erase started. If the phone went through its reset
+        while no agent watched (it rebooted, or the technician reset it), its going away
+        can no longer be seen, and waiting for it would time out. So verify now, on the
+        phone just identified: if the checks say erased, that is the phone's return
+        (journaled as `returned` + `verify`, so the evidence comes from after the restart).
+        Otherwise (canary still there, reset still pending or never sent) wait for the
+        reset as usual; the evidence decides, the probe never makes an outcome itself."""
+        s = self.state
+        assert s.identity is not None
+        if not (canary.files or canary.settings):
+            # Without a planted canary only the phone's own account of the reset would
+            # speak for it: wait to see it go away and come back instead.
+            return
+        current = self._identified or s.identity
+        try:
+            checks = await self.driver.verify(s.identity, plan, canary)
+        except DeviceError as exc:  # e.g. the phone is just going down for its reset
+            self.log.info("[%s] resumed: no verdict from the phone yet (%s)", self.slot, exc)
+            return
+        if decide(plan, checks).outcome is Outcome.NOT_ERASED:
+            self.log.info("[%s] resumed: the phone has not been reset yet", self.slot)
+            return
+        self._emit("resume", "the phone was reset while the agent was stopped")
+        await self._journal("returned", {"identity": current.model_dump(mode="json"),
+                                         "at": self.clock.now().isoformat(),
+                                         "seen": "after_restart"})
+        await self._journal("verify", {"checks": _dump(checks)})
 
     async def _fail(self, exc: Exception) -> SessionResult:
         hint = exc.hint if isinstance(exc, WipeAgentError) else "set the phone aside"

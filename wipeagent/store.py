@@ -286,6 +286,22 @@ class Store:
 
         return await self._run(read)
 
+    async def unidentified_sessions(self, slot: str, exclude: str) -> list[SessionRow]:
+        """Unfinished sessions on `slot` that never identified their phone: the agent
+        stopped (crash, SIGTERM, unplug) before `identify` was journaled. Nothing can
+        resume them (resuming goes by serial), so the slot's next session ends them."""
+
+        def read(db: sqlite3.Connection) -> list[SessionRow]:
+            rows = db.execute(
+                "SELECT id, slot, serial, state, outcome, created_at, updated_at"
+                " FROM sessions WHERE slot = ? AND serial IS NULL AND state NOT IN ('done')"
+                " AND id IS NOT ? ORDER BY created_at",
+                (slot, exclude),
+            ).fetchall()
+            return [SessionRow(*r) for r in rows]
+
+        return await self._run(read)
+
     # -- certificates -------------------------------------------------------------------
 
     async def chain_head(self, station_id: str) -> ChainHead:

@@ -3,7 +3,8 @@
 Started by tests/usb/conftest.py as `umockdev-wrapper python bench_child.py` with the script
 on stdin: {"watcher": {...UsbWatcher kwargs...}, "speed": 20, "steps": [...]}.
 Steps: plug (port, profile, serial?, overrides?), unplug (port), uevent (port, action),
-claim (port, interface), adb_check (port, adb_port),
+claim (port, interface), adb_check (port, adb_port), locate (serial),
+usb_connect (serial, key),
 start (begin iterating events(); coldplug happens here), settle (wait until the watcher
 has reported everything), sleep (bench seconds), mark (bench time now), snapshot,
 cli (argv).
@@ -18,11 +19,14 @@ import contextlib
 import io
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from umockdev_bench import Bench
 
 from wipeagent.clock import Clock
+from wipeagent.errors import WipeAgentError
+from wipeagent.transports.adb import AdbHostKey, AdbUsbEndpoint, connect_adb, locate_usb_serial
 from wipeagent.usb import UsbWatcher, check_adb_claim
 from wipeagent.usb import cli as usb_cli
 
@@ -77,6 +81,22 @@ async def run(script: dict[str, Any]) -> dict[str, Any]:
                 "conflict": check.conflict,
                 "message": check.message,
             }
+        elif op == "locate":  # where the ADB-over-USB transport would look for a serial
+            try:
+                where = locate_usb_serial(step["serial"])
+                out = {"port_path": where.port_path, "devnode": where.devnode}
+            except WipeAgentError as exc:
+                out = {"error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        elif op == "usb_connect":  # connect_adb over USB (umockdev cannot carry ADB itself)
+            key = AdbHostKey.load_or_create(Path(step["key"]))
+            try:
+                async with asyncio.timeout(30):
+                    conn = await connect_adb(AdbUsbEndpoint(step["serial"]), key, clock,
+                                             connect_timeout_s=5, auth_timeout_s=5)
+                await conn.close()
+                out = {"connected": True}
+            except WipeAgentError as exc:
+                out = {"error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
         elif op == "mark":
             out = clock.monotonic()
         elif op == "snapshot":

@@ -58,3 +58,28 @@ def run_bench() -> BenchRunner:
         return result
 
     return run
+
+
+@pytest.fixture
+def run_agent_bench(tmp_path: Path) -> BenchRunner:
+    """`run_agent_bench(steps, sims=[serials], slots={...}, gate=...)` -> agent_child output."""
+    reason = umockdev_missing()
+    if reason:
+        pytest.skip(reason)
+
+    def run(steps: list[dict[str, Any]], **script: Any) -> dict[str, Any]:
+        doc = {"tmp": str(tmp_path), "steps": steps, **script}
+        proc = subprocess.run(
+            ["umockdev-wrapper", sys.executable, str(HERE / "agent_child.py")],
+            input=json.dumps(doc),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=HERE,
+            check=False,
+        )
+        assert proc.returncode == 0, f"agent child failed:\n{proc.stderr[-6000:]}"
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    return run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 from conftest import BenchRunner
@@ -304,3 +305,48 @@ def test_flapping_port_is_reported_after_max_fold(run_bench: BenchRunner) -> Non
     (add,) = out["events"]
     assert add["action"] == "add"
     assert start + 4.0 <= add["at"] < end - 1.0  # reported while the port still flapped
+
+
+def test_usb_transport_finds_a_phone_by_serial_only_when_unambiguous(
+    run_bench: BenchRunner,
+) -> None:
+    """AdbUsbEndpoint looks the serial up at each connect: after a re-enumeration it finds
+    the new device number; with two phones of one serial it refuses to pick one."""
+    out = run_bench(
+        [
+            {"op": "plug", "port": "1-1", "profile": "pixel_adb", "serial": "FINDME"},
+            {"op": "locate", "serial": "FINDME"},
+            {"op": "unplug", "port": "1-1"},
+            {"op": "plug", "port": "1-4.2", "profile": "pixel_adb", "serial": "FINDME"},
+            {"op": "locate", "serial": "FINDME"},
+            {"op": "locate", "serial": "ABSENT"},
+            {"op": "plug", "port": "1-3", "profile": "pixel_adb", "serial": "FINDME"},
+            {"op": "locate", "serial": "FINDME"},
+        ]
+    )
+    first, moved, absent, twice = (out["results"][i] for i in (1, 4, 5, 7))
+    assert first["port_path"] == "1-1" and first["devnode"].startswith("/dev/bus/usb/001/")
+    assert moved["port_path"] == "1-4.2" and moved["devnode"] != first["devnode"]
+    assert absent["error"] == "DeviceGone"
+    assert twice["error"] == "DeviceError" and "one at a time" in twice["hint"]
+
+
+def test_adb_over_usb_fails_clearly_and_never_hangs(run_bench: BenchRunner, tmp_path: Path) -> None:
+    """connect_adb(AdbUsbEndpoint) goes to the phone by serial through libusb. umockdev has
+    no usbfs behind its device nodes, so the open fails: as a DeviceError the session can
+    report, within the connect timeout; an absent or doubled serial never reaches libusb."""
+    key = str(tmp_path / "adbkey")
+    out = run_bench(
+        [
+            {"op": "plug", "port": "1-1", "profile": "pixel_adb", "serial": "EMUL01"},
+            {"op": "usb_connect", "serial": "EMUL01", "key": key},
+            {"op": "usb_connect", "serial": "GONE01", "key": key},
+            {"op": "plug", "port": "1-2", "profile": "pixel_adb", "serial": "EMUL01"},
+            {"op": "usb_connect", "serial": "EMUL01", "key": key},
+        ]
+    )
+    emulated, gone, doubled = (out["results"][i] for i in (1, 2, 4))
+    assert emulated["error"] in ("DeviceGone", "DeviceError")
+    assert "unexpected" not in emulated["message"]
+    assert gone == {**gone, "error": "DeviceGone", "message": "no phone with serial GONE01 on USB"}
+    assert doubled["error"] == "DeviceError" and "one at a time" in doubled["hint"]

@@ -144,6 +144,14 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def _endpoints(cls: int, sub: int, proto: int, number: int) -> list[bytes]:
+    """A bulk IN and a bulk OUT endpoint for ADB / fastboot interfaces, as phones have."""
+    if (cls, sub) != (0xFF, 0x42):
+        return []
+    return [struct.pack("<BBBBHB", 7, 5, 0x81 + number, 2, 512, 0),
+            struct.pack("<BBBBHB", 7, 5, 0x01 + number, 2, 512, 0)]
+
+
 def descriptors(p: Profile) -> bytes:
     """Raw device descriptor followed by every configuration descriptor (sysfs `descriptors`)."""
     data = struct.pack(
@@ -165,7 +173,8 @@ def descriptors(p: Profile) -> bytes:
     )
     for value, intfs in enumerate(p.configs, start=1):
         body = b"".join(
-            struct.pack("<BBBBBBBBB", 9, 4, n, 0, 0, c, s, pr, 0)
+            struct.pack("<BBBBBBBBB", 9, 4, n, 0, len(_endpoints(c, s, pr, n)), c, s, pr, 0)
+            + b"".join(_endpoints(c, s, pr, n))
             for n, (c, s, pr, _) in enumerate(intfs)
         )
         data += (

@@ -9,6 +9,10 @@ What this module adds to adb-shell, and why:
   discards it), which tells us whether the phone speaks shell protocol v2.
 - Shell protocol v2 (`shell,v2,raw:`), which adb-shell lacks: separate stdout/stderr and
   the exit code, decoded here with a bounded parser (`ShellV2Decoder`).
+- A USB transport (`_GuardedUsbTransport`, `AdbUsbEndpoint`): adb-shell's blocking libusb1
+  UsbTransport run in a bounded thread pool, the phone found by serial at each connect,
+  the same header guard, and a clear UsbInterfaceBusy when an `adb` server holds the
+  interface (only one process can claim it).
 - Every wait in bench seconds through the Clock, and every adb-shell/socket exception
   mapped onto `wipeagent.errors` (DeviceGone, NotAuthorised, DeviceTimeout, ProtocolError).
 
@@ -19,24 +23,32 @@ unknown, so it is closed: the caller reconnects rather than reading a stale stre
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import re
 import shutil
 import stat
 import struct
 import tempfile
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import pyudev
+import usb1
 from adb_shell import constants as adb_constants
 from adb_shell import exceptions as adb_exc
 from adb_shell.adb_device_async import AdbDeviceAsync
 from adb_shell.auth.keygen import keygen, write_public_keyfile
 from adb_shell.auth.sign_cryptography import CryptographySigner
+from adb_shell.transport.base_transport_async import BaseTransportAsync
 from adb_shell.transport.tcp_transport_async import TcpTransportAsync
 
 from wipeagent.clock import Clock
@@ -50,7 +62,12 @@ from wipeagent.errors import (
     WipeAgentError,
 )
 
+if TYPE_CHECKING:
+    # Imported lazily at run time: importing it opens a process-wide libusb context.
+    from adb_shell.transport.usb_transport import UsbTransport
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # What we advertise in our CNXN (adb-shell sends MAX_ADB_DATA): the phone must not send
 # a larger payload than this, nor larger than what it advertised itself.
@@ -78,7 +95,7 @@ NOT_AUTHORISED_HINT = "unlock the phone and tap Allow USB debugging (tick Always
 
 @dataclass(frozen=True)
 class AdbEndpoint:
-    """Where a phone's adbd listens (TCP; USB will come through the same shape)."""
+    """Where a phone's adbd listens on TCP (USB phones: AdbUsbEndpoint)."""
 
     host: str
     port: int = 5555
@@ -111,6 +128,33 @@ class AdbEndpoint:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+_USB_SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # as wipeagent.usb.model
+
+
+@dataclass(frozen=True)
+class AdbUsbEndpoint:
+    """A phone on USB, named by its USB serial (what `adb devices` shows).
+
+    The phone is looked up by serial at every connect, not by bus/device number: a phone
+    that resets or re-enumerates (new device number, maybe another port) is found again,
+    and a different phone that took its old device number is never talked to.
+    """
+
+    serial: str
+
+    def __post_init__(self) -> None:
+        if not _USB_SERIAL_RE.match(self.serial):
+            raise ConfigError(f"invalid USB serial {self.serial[:80]!r}",
+                              hint="1-64 letters, digits, . _ : -")
+
+    def __str__(self) -> str:
+        return f"usb:{self.serial}"
+
+
+AnyAdbEndpoint = AdbEndpoint | AdbUsbEndpoint
+"""Where connect_adb finds a phone: TCP (host:port) or USB (serial)."""
 
 
 class AdbHostKey:
@@ -257,39 +301,24 @@ class ShellV2Decoder:
 # --------------------------------------------------------------------------------------
 
 
-class _GuardedTcpTransport(TcpTransportAsync):  # type: ignore[misc]
-    """adb-shell's TCP transport, watching the byte stream it hands to adb-shell.
+class _PacketGuard:
+    """Follows the phone's ADB packet stream as adb-shell reads it, checking each header.
 
     adb-shell reads a packet as header (24 bytes) then payload, through `bulk_read`
     only, in order; so the concatenation of what bulk_read returns is exactly the
-    phone's packet stream, and we can follow its framing here.
+    phone's packet stream, and a transport can follow its framing here (TCP and USB).
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(host, port)
-        self._reset()
+    banner: bytes | None
+    max_payload: int
 
     def _reset(self) -> None:
         self._header = bytearray()
         self._payload_left = 0
         self._capturing = False
-        self.banner: bytes | None = None
+        self.banner = None
         self._banner_buf = bytearray()
         self.max_payload = PRE_CNXN_MAX_PAYLOAD
-
-    async def connect(self, transport_timeout_s: float | None) -> None:
-        self._reset()
-        await super().connect(transport_timeout_s)
-
-    async def bulk_read(self, numbytes: int, transport_timeout_s: float | None) -> bytes:
-        if self._reader is None:
-            raise DeviceGone("the ADB connection is closed")
-        data: bytes = await super().bulk_read(numbytes, transport_timeout_s)
-        if numbytes > 0 and not data:
-            # EOF. adb-shell would spin on empty reads until its read timeout.
-            raise DeviceGone("the phone closed the ADB connection")
-        self._inspect(data)
-        return data
 
     def _inspect(self, data: bytes) -> None:
         view = memoryview(data)
@@ -333,6 +362,258 @@ class _GuardedTcpTransport(TcpTransportAsync):  # type: ignore[misc]
                 self.banner = b""
         self._payload_left = length
         del arg0
+
+
+class _GuardedTcpTransport(_PacketGuard, TcpTransportAsync):  # type: ignore[misc]
+    """adb-shell's TCP transport, watching the byte stream it hands to adb-shell."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self._reset()
+
+    async def connect(self, transport_timeout_s: float | None) -> None:
+        self._reset()
+        await super().connect(transport_timeout_s)
+
+    async def bulk_read(self, numbytes: int, transport_timeout_s: float | None) -> bytes:
+        if self._reader is None:
+            raise DeviceGone("the ADB connection is closed")
+        data: bytes = await super().bulk_read(numbytes, transport_timeout_s)
+        if numbytes > 0 and not data:
+            # EOF. adb-shell would spin on empty reads until its read timeout.
+            raise DeviceGone("the phone closed the ADB connection")
+        self._inspect(data)
+        return data
+
+
+class UsbInterfaceBusy(DeviceError):
+    """Another program (usually an `adb` server) holds the phone's ADB interface."""
+
+    code = "usb_interface_busy"
+
+
+ADB_SERVER_HINT = (
+    "stop the adb server: adb kill-server (and keep Android Studio / scrcpy closed); "
+    "then unplug and plug the phone in again"
+)
+USB_ACCESS_HINT = (
+    "install the udev rules (scripts/install-udev-rules) and add the agent's user to the "
+    "wipeagent group; then unplug and plug the phone in again"
+)
+# A blocking libusb call holds a thread for at most this long (real seconds); a longer
+# wait is a loop of such slices, so a small pool serves a full bench and a cancelled
+# wait frees its thread quickly.
+USB_IO_SLICE_S = 0.25
+USB_IO_THREADS = 32
+_ADB_TRIPLE = (0xFF, 0x42, 0x01)
+
+_usb_pool: ThreadPoolExecutor | None = None
+
+
+def _usb_executor() -> ThreadPoolExecutor:
+    """The bounded pool every blocking libusb call runs in (created on first use)."""
+    global _usb_pool  # noqa: PLW0603 - one pool per process, created lazily
+    if _usb_pool is None:
+        _usb_pool = ThreadPoolExecutor(max_workers=USB_IO_THREADS, thread_name_prefix="adb-usb")
+    return _usb_pool
+
+
+async def _blocking(func: Callable[[], _T]) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(_usb_executor(), func)
+
+
+@dataclass(frozen=True)
+class _UsbLocation:
+    busnum: int
+    devnum: int
+    port_path: str
+    devnode: str
+
+
+def locate_usb_serial(serial: str, context: pyudev.Context | None = None) -> _UsbLocation:
+    """Where the USB device with this serial is now, from sysfs (readable by anyone).
+
+    DeviceGone when no device has the serial; UsbInterfaceBusy's sibling DeviceError when
+    two have it: the agent must never guess which phone it is talking to.
+    """
+    ctx = context or pyudev.Context()
+    found: list[_UsbLocation] = []
+    for dev in ctx.list_devices(subsystem="usb", DEVTYPE="usb_device"):
+        try:
+            if dev.attributes.get("serial") != serial.encode():
+                continue
+            bus = int(dev.attributes.asstring("busnum"))
+            num = int(dev.attributes.asstring("devnum"))
+        except (KeyError, ValueError, OSError, UnicodeError):
+            continue  # half-removed, or not a device with numbers
+        found.append(_UsbLocation(bus, num, str(dev.sys_name), f"/dev/bus/usb/{bus:03d}/{num:03d}"))
+        if len(found) > 1:
+            raise DeviceError(
+                f"two USB devices have the serial {serial}",
+                hint="the phones cannot be told apart: process them one at a time",
+            )
+    if not found:
+        raise DeviceGone(f"no phone with serial {serial} on USB")
+    return found[0]
+
+
+def _usb_error_to_device_error(exc: BaseException, what: str, devnode: str) -> WipeAgentError:
+    """Claim/open failures as errors a technician can act on."""
+    err = getattr(exc, "usb_error", None) or exc  # adb-shell wraps the usb1 error
+    if isinstance(err, usb1.USBErrorBusy):
+        return UsbInterfaceBusy(
+            f"{what}: another program holds the phone's ADB interface ({devnode}); "
+            "usually a running adb server", hint=ADB_SERVER_HINT)
+    if isinstance(err, usb1.USBErrorAccess):
+        return DeviceError(f"{what}: no permission to open {devnode}", hint=USB_ACCESS_HINT)
+    if isinstance(err, usb1.USBErrorNoDevice | usb1.USBErrorNotFound | usb1.USBErrorIO):
+        return DeviceGone(f"{what}: the phone left USB ({type(err).__name__})")
+    if isinstance(err, usb1.USBErrorTimeout):
+        return DeviceTimeout(f"{what}: the phone did not answer on USB in time")
+    if isinstance(err, usb1.USBErrorOverflow | usb1.USBErrorPipe):
+        return ProtocolError(
+            f"{what}: the phone sent more than was asked for ({type(err).__name__})")
+    return _map_exception(exc, what)
+
+
+class _GuardedUsbTransport(_PacketGuard, BaseTransportAsync):  # type: ignore[misc]
+    """adb-shell's (blocking, libusb1) UsbTransport behind the async transport interface.
+
+    adb-shell 0.4 has no async USB transport, so each blocking call runs in a bounded
+    thread pool, in slices of USB_IO_SLICE_S. The phone is found by serial at connect;
+    the packet guard checks every header as on TCP.
+    """
+
+    def __init__(self, endpoint: AdbUsbEndpoint) -> None:
+        self.endpoint = endpoint
+        self._usb: UsbTransport | None = None
+        self._context: usb1.USBContext | None = None
+        self.devnode = ""
+        # Held by the pool thread during every libusb call on this device: closing the
+        # handle waits for an in-flight slice (<= USB_IO_SLICE_S) instead of racing it.
+        self._io_lock = threading.Lock()
+        self._reset()
+
+    async def connect(self, transport_timeout_s: float | None) -> None:
+        await self.close()
+        self._reset()
+        where = locate_usb_serial(self.endpoint.serial)
+        self.devnode = where.devnode
+        timeout_s = transport_timeout_s or 10.0
+        self._usb, self._context = await _blocking(lambda: self._open(where, timeout_s))
+
+    def _open(self, where: _UsbLocation, timeout_s: float
+              ) -> tuple[UsbTransport, usb1.USBContext]:
+        # A context of our own for this connection: adb-shell's class-wide one keeps a
+        # device list for the life of the process, and closing ours frees everything.
+        from adb_shell.transport.usb_transport import UsbTransport
+
+        what = f"ADB connect {self.endpoint}"
+        context = usb1.USBContext()
+        try:
+            context.open()
+            for device in context.getDeviceIterator(skip_on_error=True):
+                if (device.getBusNumber(), device.getDeviceAddress()) != (
+                        where.busnum, where.devnum):
+                    continue
+                setting = next((s for s in device.iterSettings() if (
+                    s.getClass(), s.getSubClass(), s.getProtocol()) == _ADB_TRIPLE), None)
+                if setting is None:
+                    raise DeviceGone(f"{what}: the phone has no ADB interface now",
+                                     hint="turn USB debugging on")
+                directions = {e.getAddress() & usb1.ENDPOINT_DIR_MASK
+                              for e in setting.iterEndpoints()}
+                if directions != {usb1.ENDPOINT_IN, usb1.ENDPOINT_OUT}:
+                    # adb-shell would fail an assert; say what is wrong with the phone.
+                    raise ProtocolError(f"{what}: the phone's ADB interface lacks its bulk "
+                                        "IN / OUT endpoints")
+                transport = UsbTransport(device, setting, usb_info=str(self.endpoint),
+                                         default_transport_timeout_s=timeout_s)
+                try:
+                    transport.connect(timeout_s)
+                    # Same device number, but is it still the same phone? Re-read the
+                    # serial through the open device before a byte of ADB is sent.
+                    actual = transport.serial_number
+                except Exception as exc:
+                    transport.close()
+                    raise _usb_error_to_device_error(exc, what, where.devnode) from exc
+                if actual != self.endpoint.serial:
+                    transport.close()
+                    raise DeviceGone(f"{what}: a different device now has {where.devnode}")
+                return transport, context
+            raise DeviceGone(f"{what}: the phone left USB while connecting")
+        except BaseException:
+            context.close()
+            raise
+
+    async def close(self) -> None:
+        usb, context = self._usb, self._context
+        self._usb = self._context = None
+        if usb is None or context is None:
+            return
+
+        def release() -> None:
+            with self._io_lock:
+                try:
+                    usb.close()
+                finally:
+                    context.close()
+
+        await _blocking(release)
+
+    def _deadline(self, transport_timeout_s: float | None) -> float:
+        return time.monotonic() + (transport_timeout_s or 10.0)
+
+    async def bulk_read(self, numbytes: int, transport_timeout_s: float | None) -> bytes:
+        deadline = self._deadline(transport_timeout_s)
+        while True:
+            usb = self._usb
+            if usb is None:
+                raise DeviceGone("the ADB connection is closed")
+            slice_s = max(0.001, min(USB_IO_SLICE_S, deadline - time.monotonic()))
+            data = await _blocking(functools.partial(self._read_slice, usb, numbytes, slice_s))
+            if data:
+                self._inspect(data)
+                return data
+            if time.monotonic() >= deadline:
+                raise DeviceTimeout(f"{self.endpoint}: the phone sent nothing in time")
+
+    def _read_slice(self, usb: UsbTransport, numbytes: int, slice_s: float) -> bytes:
+        try:
+            with self._io_lock:
+                if self._usb is None or usb is not self._usb:
+                    raise DeviceGone("the ADB connection is closed")
+                return bytes(usb.bulk_read(numbytes, slice_s))
+        except adb_exc.UsbReadFailedError as exc:
+            if isinstance(exc.usb_error, usb1.USBErrorTimeout):
+                # Whatever arrived before the slice ended is part of the stream.
+                return bytes(getattr(exc.usb_error, "received", b""))
+            raise _usb_error_to_device_error(exc, "ADB read", "") from exc
+
+    async def bulk_write(self, data: bytes, transport_timeout_s: float | None) -> int:
+        deadline = self._deadline(transport_timeout_s)
+        sent = 0
+        while sent < len(data):
+            usb = self._usb
+            if usb is None:
+                raise DeviceGone("the ADB connection is closed")
+            slice_s = max(0.001, min(USB_IO_SLICE_S, deadline - time.monotonic()))
+            chunk = bytes(data[sent:])
+            sent += await _blocking(functools.partial(self._write_slice, usb, chunk, slice_s))
+            if sent < len(data) and time.monotonic() >= deadline:
+                raise DeviceTimeout(f"{self.endpoint}: the phone did not take data in time")
+        return sent
+
+    def _write_slice(self, usb: UsbTransport, chunk: bytes, slice_s: float) -> int:
+        try:
+            with self._io_lock:
+                if self._usb is None or usb is not self._usb:
+                    raise DeviceGone("the ADB connection is closed")
+                return int(usb.bulk_write(chunk, slice_s))
+        except adb_exc.UsbWriteFailedError as exc:
+            if isinstance(exc.usb_error, usb1.USBErrorTimeout):
+                return int(getattr(exc.usb_error, "transferred", 0))
+            raise _usb_error_to_device_error(exc, "ADB write", "") from exc
 
 
 class _BoundedBytesIO(BytesIO):
@@ -407,9 +688,9 @@ class AdbConnection:
 
     def __init__(
         self,
-        endpoint: AdbEndpoint,
+        endpoint: AnyAdbEndpoint,
         device: AdbDeviceAsync,
-        transport: _GuardedTcpTransport,
+        transport: _PacketGuard,
         clock: Clock,
         banner: bytes,
     ) -> None:
@@ -555,21 +836,26 @@ def parse_banner_features(banner: bytes) -> frozenset[str]:
 
 
 async def connect_adb(
-    endpoint: AdbEndpoint,
+    endpoint: AnyAdbEndpoint,
     key: AdbHostKey,
     clock: Clock,
     *,
     connect_timeout_s: float = 10.0,
     auth_timeout_s: float = 60.0,
 ) -> AdbConnection:
-    """Open a TCP connection to adbd, authenticate with the bench key, return the session.
+    """Open a TCP or USB connection to adbd, authenticate with the bench key, return the
+    session.
 
     `auth_timeout_s` is how long the person has to tap "Allow USB debugging" when the
     phone does not know our key yet; running out of it (or the phone refusing) raises
     NotAuthorised. Other failures: DeviceGone (nothing listening / connection dropped),
     DeviceTimeout, ProtocolError.
     """
-    transport = _GuardedTcpTransport(endpoint.host, endpoint.port)
+    transport: _GuardedTcpTransport | _GuardedUsbTransport
+    if isinstance(endpoint, AdbUsbEndpoint):
+        transport = _GuardedUsbTransport(endpoint)
+    else:
+        transport = _GuardedTcpTransport(endpoint.host, endpoint.port)
     # Our own banner instead of the hostname adb-shell would look up.
     device = AdbDeviceAsync(transport, banner=b"wipeagent")
     prompted = False

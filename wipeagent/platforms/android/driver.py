@@ -57,8 +57,8 @@ from wipeagent.platforms.android.parse import (
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.transports.adb import (
     AdbConnection,
-    AdbEndpoint,
     AdbHostKey,
+    AnyAdbEndpoint,
     ShellOutput,
     connect_adb,
 )
@@ -174,7 +174,7 @@ class AndroidDriver:
 
     def __init__(
         self,
-        endpoint: AdbEndpoint,
+        endpoint: AnyAdbEndpoint,
         key: AdbHostKey,
         clock: Clock,
         settings: AndroidDriverSettings | None = None,

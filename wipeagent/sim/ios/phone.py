@@ -22,6 +22,7 @@ import logging
 import re
 import secrets
 import ssl
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -278,6 +279,9 @@ class SimIPhone:
         if erase:
             await self.clock.sleep(self.profile.power.erase_seconds)
             self._apply_erase(await asyncio.to_thread(pki.generate_device_key))
+            if self.profile.faults.never_returns:
+                log.info("[iOS|%s] stays off after the erase (fault)", self.udid)
+                return
         await self.clock.sleep(self.profile.power.reboot_seconds)
         if not erase:
             self.state = self.state.model_copy(update={"locked": self.state.passcode_set})
@@ -488,7 +492,15 @@ class _LockdownConnection:
             if handler is None:
                 await self._error(name, "InvalidRequest")
                 continue
+            if await self._fault(name, request):
+                return
             reply: dict[str, Any] | None = await handler(request)
+            if name == "StartSession" and reply is not None and "Error" not in reply and (
+                    self.phone.profile.faults.tls_failure):
+                await self.channel.send_plist({"Request": name, **reply})
+                # A TLS alert record (handshake_failure) instead of a ServerHello.
+                await self.channel.send_bytes(bytes.fromhex("15030300020228"))
+                return
             if reply is not None:
                 await self.channel.send_plist({"Request": name, **reply})
             if name == "StartSession" and reply is not None and "Error" not in reply:
@@ -498,6 +510,20 @@ class _LockdownConnection:
                 self.channel.mark_session_stopped()
             elif name == "Goodbye":
                 return
+
+    async def _fault(self, name: str, request: dict[str, Any]) -> bool:
+        """Misbehave as the profile's [faults] say; True when the connection must end."""
+        faults = self.phone.profile.faults
+        whole_domain = (name == "GetValue" and self.session is not None
+                        and request.get("Domain") is None and request.get("Key") is None)
+        if whole_domain and faults.malformed_values:
+            junk = b"<?xml version='1.0'?><plist><dict><key>Un"
+            await self.channel.send_bytes(struct.pack(">I", len(junk)) + junk)
+            return False
+        if whole_domain and faults.oversized_frame:
+            await self.channel.send_bytes(struct.pack(">I", 64 << 20) + bytes(1024))
+            return True
+        return False
 
     async def _error(self, name: str, error: str) -> None:
         await self.channel.send_plist({"Request": name, "Error": error})

@@ -85,11 +85,39 @@ class Erase(_Model):
     """State after an erase; None = factory state (Unactivated, no passcode, no data)."""
 
 
+class Faults(_Model):
+    """A misbehaving phone, for tests of the agent's defences (all off by default)."""
+
+    malformed_values: bool = False
+    """A paired GetValue of the whole default domain is answered with a frame that is not
+    a plist."""
+    oversized_frame: bool = False
+    """A paired GetValue of the whole default domain is answered with a 64 MiB length
+    prefix (and then the connection drops)."""
+    tls_failure: bool = False
+    """StartSession is accepted, then the phone answers the TLS handshake with an alert."""
+    never_returns: bool = False
+    """After an erase the phone stays off (unplugged mid-erase, dead battery)."""
+
+
+class Expect(_Model):
+    """How the agent must end a session with this phone (demo and end-to-end tests)."""
+
+    outcome: Literal["erased", "erased_with_exceptions", "not_erased"] = "erased"
+    reason: str = ""
+    """A reason code the session must report (not_erased), e.g. "find_my"."""
+    category: Literal["", "clear", "purge"] = ""
+    demo: bool = True
+    """Part of `wipeagent demo`."""
+
+
 class Profile(_Model):
     """One simulated iPhone."""
 
     name: str
     description: str = ""
+    expect: Expect = Expect()
+    faults: Faults = Faults()
     identity: Identity = Identity()
     state: State = State()
     trust: Trust = Trust()

@@ -179,6 +179,11 @@ class FakeUsbmuxd:
         att = self._attached.get(udid)
         return att.device_id if att else None
 
+    def location(self, udid: str) -> int | None:
+        """The LocationID announced for an attached phone (None when not attached)."""
+        att = self._attached.get(udid)
+        return att.location if att else None
+
     def _visibility_changed(self, phone: SimIPhone, visible: bool) -> None:
         if visible:
             self._attach(phone)

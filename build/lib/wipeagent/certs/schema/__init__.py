@@ -1,0 +1,1 @@
+"""JSON Schemas of the certificate payload (package data; a package so wheels ship them)."""

@@ -1,0 +1,376 @@
+"""Verification of wipe certificates, one at a time and as a station ledger.
+
+`verify_certificate` answers "is this certificate genuine and well-formed?" Every failure
+is a `CertificateError` whose `reason` is one of REASONS (documented in
+docs/certificate.md). `check_sequence` answers "is this set of genuine certificates a
+complete, unforked ledger per station?".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from wipeagent.certs import jws
+from wipeagent.certs.payload import parse_time, validate_payload
+from wipeagent.certs.pki import EKU_DOCUMENT_SIGNING, is_development
+from wipeagent.certs.signer import alg_for_key, jwk_thumbprint, raw_verify
+from wipeagent.errors import CertificateError
+
+# Every reason code verify_certificate can raise (stable; documented in certificate.md).
+REASONS = {
+    "too_large": "the file is larger than a certificate can be",
+    "malformed": "not a flattened JWS JSON object, or bad base64url / JSON",
+    "unsupported_alg": "alg is not EdDSA or ES256 (e.g. none, HS256)",
+    "bad_header": "protected header has unexpected or invalid members",
+    "chain_invalid": "an x5c entry is not a valid X.509 certificate",
+    "alg_mismatch": "alg does not match the station certificate's key type",
+    "kid_mismatch": "kid is not the thumbprint of the station certificate's key",
+    "bad_signature": "the signature does not verify with the station certificate's key",
+    "chain_order": "x5c is not leaf first",
+    "chain_broken": "a certificate in x5c is not signed by the next one",
+    "untrusted_root": "the chain does not end at a trusted root",
+    "key_usage": "a certificate is not allowed to do what it did (KU/EKU/basicConstraints)",
+    "cert_not_yet_valid": "a chain certificate was not yet valid at the issue time",
+    "cert_expired": "a chain certificate had expired at the issue time",
+    "issued_in_future": "the issue time lies in the future",
+    "schema_invalid": "the payload does not match the JSON Schema (e.g. missing field)",
+    "inconsistent_payload": "the payload breaks a rule beyond the schema",
+    "development_mismatch": "signed under a development CA but not marked development",
+}
+
+# How far a bench clock may run ahead of the verifier's before a certificate is "future".
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class VerifiedCertificate:
+    """A certificate that passed every check; `payload` is the validated signed payload."""
+
+    certificate_id: str
+    sha256: str
+    issued_at: datetime
+    station_id: str
+    sequence: int
+    previous_hash: str | None
+    development: bool
+    alg: str
+    kid: str
+    chain: tuple[x509.Certificate, ...]
+    payload: dict[str, Any] = field(repr=False)
+
+    @property
+    def outcome(self) -> str:
+        """"erased", "erased_with_exceptions" or "not_erased"."""
+        result: str = self.payload["outcome"]["result"]
+        return result
+
+
+@dataclass(frozen=True)
+class _TrustedChain:
+    certs: tuple[x509.Certificate, ...]
+    windows: tuple[tuple[datetime, datetime], ...]
+    development: bool
+    kid: str
+    alg: str
+    key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _check_leaf_usage(leaf: x509.Certificate) -> None:
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound as exc:
+        raise CertificateError("key_usage", "station certificate lacks KU or EKU") from exc
+    if not ku.digital_signature:
+        raise CertificateError("key_usage", "station certificate lacks digitalSignature")
+    if EKU_DOCUMENT_SIGNING not in eku:
+        raise CertificateError("key_usage", "station certificate lacks id-kp-documentSigning")
+
+
+def _check_ca_usage(cert: x509.Certificate) -> None:
+    if not _is_ca(cert):
+        raise CertificateError("key_usage", "an issuing certificate is not a CA")
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return  # RFC 5280 4.2.1.3: without KU the key may be used for any purpose
+    if not ku.key_cert_sign:
+        raise CertificateError("key_usage", "an issuing certificate lacks keyCertSign")
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+class Verifier:
+    """Verifies certificates against fixed trust roots; caches chain results for batches.
+
+    Every certificate from one station carries the same x5c, so the X.509 work is done
+    once per distinct chain; per certificate only its own signature, times and payload
+    are checked.
+    """
+
+    def __init__(self, trust_roots: Sequence[x509.Certificate]) -> None:
+        self._roots = list(trust_roots)
+        self._root_ders = {r.public_bytes(serialization.Encoding.DER) for r in self._roots}
+        self._cache: dict[tuple[bytes, ...], _TrustedChain | CertificateError] = {}
+        self._lock = threading.Lock()
+
+    def _build_chain(self, ders: tuple[bytes, ...]) -> _TrustedChain:
+        certs: list[x509.Certificate] = []
+        for der in ders:
+            try:
+                certs.append(x509.load_der_x509_certificate(der))
+            except ValueError as exc:
+                raise CertificateError("chain_invalid", "an x5c entry is not DER X.509") from exc
+        leaf = certs[0]
+        if _is_ca(leaf):
+            # A CA first means the chain is upside down (or a CA signed directly: refused).
+            has_leaf = any(not _is_ca(c) for c in certs[1:])
+            raise CertificateError(
+                "chain_order" if has_leaf else "key_usage",
+                "x5c must start with the station (non-CA) certificate",
+            )
+        for child, parent in itertools.pairwise(certs):
+            if not _issued_by(child, parent):
+                upside_down = _issued_by(parent, child)
+                raise CertificateError(
+                    "chain_order" if upside_down else "chain_broken",
+                    "x5c certificates do not chain leaf first",
+                )
+            _check_ca_usage(parent)
+        last = certs[-1]
+        last_der = ders[-1]
+        anchor: x509.Certificate | None = None
+        if last_der in self._root_ders:
+            anchor = last
+        else:
+            for root in self._roots:
+                if _issued_by(last, root):
+                    _check_ca_usage(root)
+                    anchor = root
+                    break
+        if anchor is None:
+            raise CertificateError(
+                "untrusted_root", "the chain does not end at a trusted root",
+                hint="check --trust points at your organisation's root CA",
+            )
+        _check_leaf_usage(leaf)
+        full = certs if anchor is last else [*certs, anchor]
+        key = leaf.public_key()
+        if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+            raise CertificateError("alg_mismatch", "station key is neither Ed25519 nor EC")
+        return _TrustedChain(
+            certs=tuple(certs),
+            windows=tuple((c.not_valid_before_utc, c.not_valid_after_utc) for c in full),
+            development=any(is_development(c) for c in full),
+            kid=jwk_thumbprint(key),
+            alg=alg_for_key(key),
+            key=key,
+        )
+
+    def _chain(self, ders: tuple[bytes, ...]) -> _TrustedChain:
+        with self._lock:
+            cached = self._cache.get(ders)
+        if cached is None:
+            try:
+                cached = self._build_chain(ders)
+            except CertificateError as exc:
+                cached = exc
+            with self._lock:
+                if len(self._cache) > 1024:  # bounded: a batch has few distinct stations
+                    self._cache.clear()
+                self._cache[ders] = cached
+        if isinstance(cached, CertificateError):
+            raise CertificateError(cached.reason, cached.message, hint=cached.hint)
+        return cached
+
+    def verify(self, data: bytes, *, now: datetime | None = None) -> VerifiedCertificate:
+        """Verify one stored certificate; CertificateError(reason, message) if it fails."""
+        parsed = jws.parse(data)
+        chain = self._chain(parsed.x5c_der)
+        if parsed.alg != chain.alg:
+            raise CertificateError("alg_mismatch", f"alg {parsed.alg} but key needs {chain.alg}")
+        if parsed.kid != chain.kid:
+            raise CertificateError("kid_mismatch", "kid does not name the station key")
+        try:
+            raw_verify(chain.key, parsed.signature, parsed.signing_input)
+        except InvalidSignature as exc:
+            raise CertificateError("bad_signature", "signature verification failed") from exc
+        payload = validate_payload(jws.parse_payload(parsed.payload_bytes))
+        issued_at = parse_time(payload["issued_at"])
+        for not_before, not_after in chain.windows:
+            if issued_at < not_before:
+                raise CertificateError(
+                    "cert_not_yet_valid", "a chain certificate was not yet valid at issue time"
+                )
+            if issued_at > not_after:
+                raise CertificateError(
+                    "cert_expired", "a chain certificate had expired at issue time"
+                )
+        if issued_at > (now or datetime.now(issued_at.tzinfo)) + CLOCK_SKEW:
+            raise CertificateError("issued_in_future", f"issued at {payload['issued_at']}")
+        if chain.development and not payload["development"]:
+            raise CertificateError(
+                "development_mismatch", "signed by a development CA but not marked development"
+            )
+        return VerifiedCertificate(
+            certificate_id=payload["certificate_id"],
+            sha256=hashlib.sha256(data).hexdigest(),
+            issued_at=issued_at,
+            station_id=payload["chain"]["station_id"],
+            sequence=payload["chain"]["sequence"],
+            previous_hash=payload["chain"]["previous_hash"],
+            development=payload["development"],
+            alg=parsed.alg,
+            kid=parsed.kid,
+            chain=chain.certs,
+            payload=payload,
+        )
+
+
+_verifiers: dict[frozenset[bytes], Verifier] = {}
+
+
+def verifier_for(trust_roots: Sequence[x509.Certificate]) -> Verifier:
+    """A (reused) Verifier for these trust roots, so repeated calls share the chain cache."""
+    key = frozenset(r.public_bytes(serialization.Encoding.DER) for r in trust_roots)
+    found = _verifiers.get(key)
+    if found is None:
+        if len(_verifiers) > 16:
+            _verifiers.clear()
+        found = _verifiers[key] = Verifier(trust_roots)
+    return found
+
+
+def verify_certificate(
+    data: bytes, *, trust_roots: list[x509.Certificate], now: datetime | None = None
+) -> VerifiedCertificate:
+    """Verify signature, chain to a trust root, validity at issue time, key usage, schema."""
+    return verifier_for(trust_roots).verify(data, now=now)
+
+
+class LedgerEntry(Protocol):
+    """What check_sequence needs of a certificate (VerifiedCertificate has it all)."""
+
+    @property
+    def certificate_id(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def station_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def previous_hash(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """A verified certificate's ledger fields alone (e.g. returned by a worker process)."""
+
+    certificate_id: str
+    sha256: str
+    station_id: str
+    sequence: int
+    previous_hash: str | None
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """One problem in a set of certificates. kind: gap, duplicate_id, fork, broken_link."""
+
+    kind: str
+    station_id: str
+    sequence: int | None
+    certificate_ids: tuple[str, ...]
+    message: str
+
+
+def check_sequence(certs: Iterable[LedgerEntry]) -> list[ChainProblem]:
+    """Ledger problems in a set of verified certificates (empty list: none found).
+
+    - duplicate_id: one certificate id on two different documents (the very same bytes
+      twice is not a problem);
+    - fork: two different certificates with one station and sequence number, or two
+      certificates naming the same predecessor;
+    - gap: sequence numbers missing between the lowest and highest held for a station;
+    - broken_link: previous_hash of sequence n+1 is not the sha256 of sequence n.
+    The set may start anywhere (a verifier need not hold a station's first certificate).
+    """
+    unique: dict[str, LedgerEntry] = {}
+    for cert in certs:
+        unique.setdefault(cert.sha256, cert)
+    problems: list[ChainProblem] = []
+    by_id: dict[str, list[LedgerEntry]] = defaultdict(list)
+    by_station: dict[str, dict[int, list[LedgerEntry]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for cert in unique.values():
+        by_id[cert.certificate_id].append(cert)
+        by_station[cert.station_id][cert.sequence].append(cert)
+    for cid, same in sorted(by_id.items()):
+        if len(same) > 1:
+            problems.append(
+                ChainProblem("duplicate_id", same[0].station_id, None, (cid,),
+                             f"certificate id {cid} appears on {len(same)} different documents")
+            )
+    for station, seqs in sorted(by_station.items()):
+        parents: dict[str, list[LedgerEntry]] = defaultdict(list)
+        for group in seqs.values():
+            for cert in group:
+                if cert.previous_hash is not None:
+                    parents[cert.previous_hash].append(cert)
+            if len(group) > 1:
+                problems.append(
+                    ChainProblem("fork", station, group[0].sequence,
+                                 tuple(sorted(c.certificate_id for c in group)),
+                                 f"{len(group)} certificates share sequence {group[0].sequence}")
+                )
+        for prev, children in sorted(parents.items()):
+            seq_set = {c.sequence for c in children}
+            if len(children) > 1 and len(seq_set) > 1:
+                problems.append(
+                    ChainProblem("fork", station, None,
+                                 tuple(sorted(c.certificate_id for c in children)),
+                                 f"{len(children)} certificates name predecessor {prev[:12]}")
+                )
+        ordered = sorted(seqs)
+        for low, high in itertools.pairwise(ordered):
+            if high != low + 1:
+                problems.append(
+                    ChainProblem("gap", station, low + 1, (),
+                                 f"sequence {low + 1}..{high - 1} missing")
+                )
+                continue
+            expected = {c.sha256 for c in seqs[low]}
+            for cert in seqs[high]:
+                if cert.previous_hash not in expected:
+                    problems.append(
+                        ChainProblem("broken_link", station, high, (cert.certificate_id,),
+                                     f"sequence {high} does not link to sequence {low}")
+                    )
+    return problems

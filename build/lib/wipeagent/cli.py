@@ -1,0 +1,114 @@
+"""The `wipeagent` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from wipeagent import __version__
+from wipeagent.errors import WipeAgentError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from wipeagent.demo import run_demo
+
+    return asyncio.run(run_demo(Path(args.out), speed=args.speed, json_out=args.json))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from wipeagent.clock import Clock
+    from wipeagent.config import load_config
+    from wipeagent.runner import run_agent
+
+    config = load_config(Path(args.config))
+    return asyncio.run(run_agent(config, Clock(config.clock_speed), once=args.once))
+
+
+def _cmd_sim_android(args: argparse.Namespace) -> int:
+    from wipeagent.clock import Clock
+    from wipeagent.sim.android.bench import serve_forever
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"--listen wants HOST:PORT, got {args.listen!r}")
+    asyncio.run(serve_forever(args.profile, host, int(port), Path(args.state_dir),
+                              Clock(args.speed)))
+    return 0
+
+
+def _cmd_sim_profiles(args: argparse.Namespace) -> int:
+    from wipeagent.sim.android.profiles import list_profiles
+
+    for p in list_profiles():
+        expect = p.expected_outcome + (f" ({p.expected_reason})" if p.expected_reason else "")
+        demo = "" if p.demo else "  [test only]"
+        print(f"android  {p.name:<16} {expect:<34} {p.description}{demo}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wipeagent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"wipeagent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the bench agent")
+    p.add_argument("--config", default="/etc/wipeagent/agent.toml")
+    p.add_argument("--once", action="store_true",
+                   help="one session per configured endpoint, then exit")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("demo", help="a simulated bench, end to end")
+    p.add_argument("--out", default="demo-out", help="where state and certificates go")
+    p.add_argument("--speed", type=float, default=20.0,
+                   help="bench clock speed factor (default 20: a 60 s reboot takes 3 s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=_cmd_demo)
+
+    sim = sub.add_parser("sim", help="simulated phones").add_subparsers(
+        dest="sim_command", required=True, metavar="KIND")
+    p = sim.add_parser("android", help="serve simulated Android phones over ADB/TCP")
+    p.add_argument("--listen", required=True, help="HOST:PORT of the first phone")
+    p.add_argument("--profile", action="append", required=True,
+                   help="profile name or file; repeat for more phones on consecutive ports")
+    p.add_argument("--state-dir", default="sim-state")
+    p.add_argument("--speed", type=float, default=1.0)
+    p.set_defaults(handler=_cmd_sim_android)
+    p = sim.add_parser("profiles", help="list simulator profiles")
+    p.set_defaults(handler=_cmd_sim_profiles)
+
+    from wipeagent.certs.cli import register as register_certs
+
+    register_certs(sub)
+    from wipeagent.usb.cli import register as register_usb
+
+    register_usb(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Sub-command modules set `func`; this module sets `handler`.
+    handler: Handler = getattr(args, "handler", None) or args.func
+    try:
+        return handler(args)
+    except WipeAgentError as exc:
+        print(f"wipeagent: {exc}\nhint: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Agent configuration: a TOML file parsed into frozen, validated records.
+
+Every bad value is a ConfigError that names the file, the line (where it can be found) and
+the reason, so an administrator can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wipeagent.errors import ConfigError
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StationConfig(_Section):
+    id: str = Field(default="bench-01", pattern=_ID)
+    site: str = Field(default="", max_length=200)
+    organisation: str = Field(default="", max_length=200)
+    operator: str | None = Field(default=None, max_length=100)
+
+
+class PolicyConfig(_Section):
+    # auto: erase every phone the checks allow (demo, benches whose intake is elsewhere).
+    # confirm / intake come with the technician control API.
+    erase: Literal["auto", "confirm", "intake"] = "confirm"
+    refuse_with_accounts: bool = True
+    allow_manual_reset: bool = True
+    refuse_rooted: bool = False
+    destination: Literal["reuse", "resale", "recycling"] = "resale"
+
+
+class AndroidConfig(_Section):
+    # ADB endpoints reached over TCP ("host:port"): simulators and phones on network
+    # debugging. USB phones are found by the USB watcher.
+    endpoints: tuple[str, ...] = ()
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    auth_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    command_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_output_bytes: int = Field(default=1 << 20, ge=4096, le=64 << 20)
+    # How long a phone may take to come back after a Test Harness reset, and how long the
+    # technician has for a guided manual reset (reset, setup, re-enable USB debugging).
+    reboot_timeout_s: float = Field(default=600.0, gt=0, le=7200)
+    manual_reset_timeout_s: float = Field(default=1800.0, gt=0, le=86400)
+    # Bench seconds between attempts to reach a phone that is rebooting / absent.
+    poll_interval_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class UsbConfig(_Section):
+    """USB detection (owner: wipeagent/usb, wipeagent/sources/usb.py)."""
+
+    enabled: bool = True
+    # Physical port path (sysfs name, e.g. "1-3.2") -> slot label shown to technicians.
+    slots: dict[str, str] = Field(default_factory=dict)
+    fold_window_s: float = Field(default=2.0, gt=0, le=60)
+    # A port that never goes quiet (a flapping cable) is reported after this many seconds.
+    max_fold_s: float = Field(default=10.0, gt=0, le=600)
+
+
+class IosConfig(_Section):
+    """iPhones through usbmuxd (owner: wipeagent/transports/ios.py, platforms/ios)."""
+
+    enabled: bool = True
+    # usbmuxd address: "host:port", a unix socket path, or empty for the system socket.
+    usbmuxd: str = ""
+    pair_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    command_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    reboot_timeout_s: float = Field(default=900.0, gt=0, le=7200)
+
+
+class ControlConfig(_Section):
+    """The technician control API (owner: wipeagent/control)."""
+
+    socket: str = "/run/wipeagent/control.sock"
+    group: str = "wipeagent"
+    # Bench seconds a phone waits for a technician to confirm its erase (policy confirm).
+    confirm_timeout_s: float = Field(default=3600.0, gt=0, le=86400)
+
+
+class UplinkConfig(_Section):
+    """Delivery of certificates to the platform (owner: wipeagent/uplink)."""
+
+    # The platform's ingest endpoint, e.g. https://platform.example/v1/certificates;
+    # empty: certificates stay in the outbox (nothing is lost, nothing is sent).
+    url: str = Field(default="", max_length=2000, pattern=r"^(https://\S+)?$")
+    ca: str = ""  # CA bundle that signs the platform's server certificate (empty: system)
+    # The bench's TLS client certificate (EKU clientAuth, CN = station id) and key, issued
+    # by the organisation CA (`wipeagent uplink-key` / `uplink-sign`). Empty with a
+    # development PKI: a development client certificate is made.
+    client_cert: str = ""
+    client_key: str = ""
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # Exponential back-off with jitter between failed attempts, capped; Retry-After from
+    # the platform is honoured up to max_retry_after_s.
+    backoff_initial_s: float = Field(default=5.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=900.0, gt=0, le=86400)
+    max_retry_after_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    # How often an idle uplink looks for certificates it was not told about.
+    poll_interval_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class CertificateConfig(_Section):
+    # Station signing key and its certificate chain (PEM, leaf first). When both are
+    # empty the agent creates a development PKI in the state directory and marks every
+    # certificate as development.
+    key: str = ""
+    chain: str = ""
+    development: bool = False
+    verification_url: str | None = Field(default=None, max_length=300)
+    language: Literal["en", "zh"] = "en"
+
+
+class AgentConfig(_Section):
+    state_dir: str = "/var/lib/wipeagent"
+    clock_speed: float = Field(default=1.0, gt=0, le=1000)
+    station: StationConfig = StationConfig()
+    policy: PolicyConfig = PolicyConfig()
+    android: AndroidConfig = AndroidConfig()
+    certificates: CertificateConfig = CertificateConfig()
+    usb: UsbConfig = UsbConfig()
+    ios: IosConfig = IosConfig()
+    control: ControlConfig = ControlConfig()
+    uplink: UplinkConfig = UplinkConfig()
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best effort: the line where the failing key is written."""
+    keys = [str(k) for k in loc if isinstance(k, str)]
+    if not keys:
+        return None
+    pattern = re.compile(rf"^\s*{re.escape(keys[-1])}\s*=")
+    section = keys[-2] if len(keys) > 1 else None
+    in_section = section is None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_section = section is None or stripped.strip("[]").split(".")[-1] == section
+            continue
+        if in_section and pattern.match(line):
+            return number
+    return None
+
+
+def parse_config(text: str, source: str = "<config>") -> AgentConfig:
+    """Parse TOML text into an AgentConfig, or raise ConfigError naming file:line: reason."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        line = _line_of(text, loc)
+        where = f"{source}:{line}" if line else source
+        key = ".".join(str(k) for k in loc)
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{where}: {key}: {first['msg']}{more}") from exc
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate the configuration file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text") from exc
+    return parse_config(text, str(path))

@@ -1,0 +1,151 @@
+"""The Agent: consumes phone sources, runs one DeviceSession per phone, never lets one
+phone's failure touch another.
+
+- An arrival starts a session for its key unless one is already running (a phone coming
+  back from its reset re-arrives while its session waits for it).
+- A departure while the session is *not* waiting for a reboot pauses the session: its task
+  is cancelled with the journal left resumable, and the phone's next arrival resumes it
+  from the journal (session._adopt_unfinished).
+- A finished phone that stays plugged in is not processed again until it leaves and comes
+  back, because sources only re-announce a key after a departure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from wipeagent.clock import Clock
+from wipeagent.models import StationInfo
+from wipeagent.platforms.base import ErasePolicy
+from wipeagent.session import (
+    Certifier,
+    DeviceSession,
+    EraseGate,
+    Observer,
+    SessionEvent,
+    SessionResult,
+    allow_all,
+)
+from wipeagent.sources import DeviceSource, PhoneArrival, PhoneNotice, SourceEvent
+from wipeagent.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentSettings:
+    station: StationInfo
+    policy: ErasePolicy
+    destination: str = "resale"
+    operator: str | None = None
+
+
+@dataclass
+class _Running:
+    session: DeviceSession
+    task: asyncio.Task[SessionResult | None]
+    slot: str
+
+
+@dataclass
+class Agent:
+    """Runs sessions for the phones its sources announce; one asyncio task per phone."""
+
+    sources: Sequence[DeviceSource]
+    store: Store
+    certifier: Certifier
+    settings: AgentSettings
+    clock: Clock
+    gate: EraseGate = allow_all
+    observer: Observer | None = None
+    results: list[SessionResult] = field(default_factory=list)
+    running: dict[str, _Running] = field(default_factory=dict)
+    # Sessions that ended in any way (a crashed session has no result but counts here).
+    completed: int = 0
+    _finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _emit(self, slot: str, step: str, message: str) -> None:
+        if self.observer is not None:
+            self.observer(SessionEvent(slot, "", step, message))
+
+    def _session(self, arrival: PhoneArrival) -> DeviceSession:
+        return DeviceSession(
+            slot=arrival.slot,
+            driver=arrival.make_driver(),
+            store=self.store,
+            certifier=self.certifier,
+            station=self.settings.station,
+            policy=self.settings.policy,
+            clock=self.clock,
+            gate=self.gate,
+            destination=self.settings.destination,
+            operator=self.settings.operator,
+            observer=self.observer,
+        )
+
+    async def _run_one(self, key: str, session: DeviceSession) -> SessionResult | None:
+        try:
+            result = await session.run()
+        except asyncio.CancelledError:
+            # Paused (unplugged) or shutting down: the journal holds where it stopped.
+            self._emit(session.slot, "paused",
+                       "session paused; plug the phone back in to resume it")
+            raise
+        except Exception:  # a bug in one session must not stop the others
+            log.exception("[%s] session crashed", session.slot)
+            return None
+        else:
+            self.results.append(result)
+            return result
+        finally:
+            self.running.pop(key, None)
+            self.completed += 1
+            self._finished.set()
+
+    def handle(self, event: SourceEvent) -> None:
+        """Apply one source event."""
+        if isinstance(event, PhoneNotice):
+            self._emit(event.slot, "notice", f"{event.message} {event.hint}".strip())
+        elif isinstance(event, PhoneArrival):
+            if event.key in self.running:
+                return  # coming back from a reset, or a duplicate event
+            session = self._session(event)
+            task = asyncio.get_running_loop().create_task(
+                self._run_one(event.key, session), name=f"session {event.slot}")
+            self.running[event.key] = _Running(session, task, event.slot)
+        else:
+            running = self.running.get(event.key)
+            if running is None:
+                return
+            if running.session.expects_departure:
+                return  # the reboot the erase causes
+            running.task.cancel()
+
+    async def _consume(self, source: DeviceSource) -> None:
+        async for event in source.events():
+            self.handle(event)
+
+    async def run(self, *, until: Callable[[Agent], bool] | None = None
+                  ) -> list[SessionResult]:
+        """Run until cancelled, or until `until(agent)` holds while no session runs."""
+        consumers = [asyncio.create_task(self._consume(s), name=f"source {s.name}")
+                     for s in self.sources]
+        try:
+            while True:
+                self._finished.clear()
+                if until is not None and not self.running and until(self):
+                    return self.results
+                for consumer in consumers:
+                    if consumer.done():
+                        consumer.result()  # a source that died takes the agent down loudly
+                waiter = asyncio.create_task(self._finished.wait())
+                await asyncio.wait([waiter, *consumers], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        finally:
+            pending = consumers + [r.task for r in self.running.values()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

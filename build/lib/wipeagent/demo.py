@@ -1,0 +1,287 @@
+"""`wipeagent demo`: a simulated bench, end to end.
+
+Starts one simulated Android phone per demo profile (each a fake adbd on loopback speaking
+the real ADB protocol) and one simulated iPhone per iOS demo profile (behind one fake
+usbmuxd on loopback, speaking usbmuxd + lockdown to the real pymobiledevice3), runs the
+real agent over them with the `auto` policy and a development PKI, plays the technician
+where the agent asks for a manual reset (the simulated iPhone owners tap Trust by
+themselves, after their profile's delay), shows live progress, prints a summary, and checks
+every phone ended the way its profile says it must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from wipeagent.assemble import build_agent
+from wipeagent.certify import certificate_filename
+from wipeagent.certs.pki import dev_trust_root
+from wipeagent.certs.verify import verify_certificate
+from wipeagent.clock import Clock
+from wipeagent.config import AgentConfig, AndroidConfig, IosConfig, PolicyConfig, StationConfig
+from wipeagent.session import SessionEvent, SessionResult
+from wipeagent.sim.android.bench import SimBench
+from wipeagent.sim.android.phone import SimAndroidPhone
+from wipeagent.sim.android.profiles import list_profiles
+from wipeagent.sim.ios import SimIosBench, available_profiles, load_profile
+from wipeagent.sources.usbmux import make_usbmux_source, slot_label
+
+DEFAULT_SPEED = 20.0
+
+
+class Expectation(Protocol):
+    """What a simulated phone's profile says its session must end as."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def expected_outcome(self) -> str: ...
+    @property
+    def expected_reason(self) -> str | None: ...
+    @property
+    def expected_category(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class IosProfileInfo:
+    """An iOS simulator profile's expectation (its [expect] section)."""
+
+    name: str
+    expected_outcome: str
+    expected_reason: str | None
+    expected_category: str | None
+    demo: bool
+
+
+def ios_profiles() -> list[IosProfileInfo]:
+    """Every bundled iOS profile with what it must end as."""
+    infos = []
+    for name in available_profiles():
+        exp = load_profile(name).expect
+        infos.append(IosProfileInfo(name, exp.outcome, exp.reason or None,
+                                    exp.category or None, exp.demo))
+    return infos
+
+
+@dataclass
+class Row:
+    slot: str
+    profile: Expectation
+    step: str = "waiting"
+    message: str = ""
+    outcome: str = ""
+
+
+@dataclass
+class DemoPhone:
+    slot: str
+    profile: Expectation
+    phone: SimAndroidPhone | None  # None: a simulated iPhone (no manual reset)
+    address: str
+    platform: str = "android"
+
+
+class SimulatedTechnician:
+    """Does what a person at the bench does when the agent asks for a manual reset:
+    resets the phone from Settings, goes through setup, re-enables USB debugging and taps
+    Allow. Every delay goes through the bench clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def on_manual_reset(self, phone: SimAndroidPhone) -> None:
+        task = asyncio.get_running_loop().create_task(self._reset(phone))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _reset(self, phone: SimAndroidPhone) -> None:
+        await self.clock.sleep(20)  # reads the instructions, opens Settings
+        await phone.perform_manual_factory_reset()
+        await self.clock.sleep(60)  # setup wizard, offline, developer options
+        phone.enable_usb_debugging()
+        # Taps "Allow" once the bench asks (the agent keeps retrying the connection).
+        async with self.clock.timeout(600):
+            while not phone.accept_pending_authorisation():
+                await self.clock.sleep(1)
+
+
+def demo_config(state_dir: Path, usbmuxd: str = "") -> AgentConfig:
+    return AgentConfig(
+        state_dir=str(state_dir),
+        station=StationConfig(id="demo-bench", site="Demo site", organisation="Demo Org",
+                              operator="demo-technician"),
+        policy=PolicyConfig(erase="auto"),
+        android=AndroidConfig(
+            connect_timeout_s=10, auth_timeout_s=30, command_timeout_s=30,
+            reboot_timeout_s=300, manual_reset_timeout_s=900, poll_interval_s=2,
+        ),
+        ios=IosConfig(usbmuxd=usbmuxd, pair_timeout_s=120, command_timeout_s=30,
+                      reboot_timeout_s=600),
+    )
+
+
+def _fresh_output(out: Path) -> None:
+    """Each demo starts from new phones and an empty journal."""
+    for sub in ("sims", "state"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _table(rows: dict[str, Row]) -> Table:
+    table = Table(title="wipeagent demo bench")
+    for col in ("slot", "profile", "step", "detail", "outcome"):
+        table.add_column(col)
+    for row in rows.values():
+        # Text, not markup: phone-supplied strings must never be interpreted by the terminal.
+        table.add_row(Text(row.slot), Text(row.profile.name), Text(row.step),
+                      Text(row.message[:70]), Text(row.outcome))
+    return table
+
+
+def check_expectation(profile: Expectation, result: SessionResult | None,
+                      category: str | None) -> str | None:
+    """What is wrong with a phone's result against its profile, or None."""
+    if result is None:
+        return "no session result"
+    if result.outcome.value != profile.expected_outcome:
+        return f"expected {profile.expected_outcome}, got {result.outcome.value}"
+    if profile.expected_reason and profile.expected_reason not in result.codes:
+        return f"expected reason {profile.expected_reason}, got {', '.join(result.codes)}"
+    if profile.expected_category and category != profile.expected_category:
+        return f"expected category {profile.expected_category}, got {category}"
+    return None
+
+
+async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = False,
+                   console: Console | None = None) -> int:
+    # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give it room.
+    console = console or Console(width=None if Console().is_terminal else 120)
+    await asyncio.to_thread(_fresh_output, out)
+    clock = Clock(speed)
+    profiles = [p for p in list_profiles() if p.demo]
+    technician = SimulatedTechnician(clock)
+    rows: dict[str, Row] = {}
+    by_slot: dict[str, DemoPhone] = {}
+
+    ios_infos = [p for p in ios_profiles() if p.demo]
+
+    async with SimBench(profiles=[p.name for p in profiles], host="127.0.0.1", base_port=0,
+                        state_dir=out / "sims", clock=clock) as bench, \
+            SimIosBench([p.name for p in ios_infos], clock=clock) as ios_bench:
+        for info, sim in zip(profiles, bench.phones, strict=True):
+            slot = f"tcp:{sim.host}:{sim.port}"
+            by_slot[slot] = DemoPhone(slot, info, sim.phone, f"{sim.host}:{sim.port}")
+            rows[slot] = Row(slot, info)
+        for ios_info, iphone in zip(ios_infos, ios_bench.phones, strict=True):
+            slot = slot_label(ios_bench.usbmuxd.location(iphone.udid), iphone.udid)
+            by_slot[slot] = DemoPhone(slot, ios_info, None, iphone.udid, "ios")
+            rows[slot] = Row(slot, ios_info)
+
+        live: Live | None = None
+
+        def observe(event: SessionEvent) -> None:
+            row = rows.get(event.slot)
+            if row is None:
+                return
+            row.step, row.message = event.step, event.message
+            if event.outcome is not None:
+                row.outcome = event.outcome.value
+            phone = by_slot[event.slot].phone
+            if event.step == "manual_reset" and phone is not None:
+                technician.on_manual_reset(phone)
+            if live is not None:
+                live.update(_table(rows))
+            elif not json_out:
+                console.print(Text(f"[{event.slot}] {row.profile.name}: {event.step}: "
+                                   f"{event.message}"))
+
+        config = demo_config(out / "state", usbmuxd=ios_bench.address)
+        agent, store, certifier = await build_agent(
+            config, clock=clock, observer=observe,
+            extra_endpoints=[p.address for p in by_slot.values() if p.platform == "android"],
+        )
+        agent.sources = [*agent.sources,
+                         make_usbmux_source(config, clock, config.state_path)]
+        try:
+            if console.is_terminal and not json_out:
+                with Live(_table(rows), console=console, refresh_per_second=8) as live_:
+                    live = live_
+                    results = await agent.run(until=lambda a: a.completed >= len(by_slot))
+                live = None
+            else:
+                results = await agent.run(until=lambda a: a.completed >= len(by_slot))
+        finally:
+            await store.close()
+
+    return _summarise(results, by_slot, cert_dir=certifier.out_dir, out=out,
+                      json_out=json_out, console=console)
+
+
+def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
+               cert_dir: Path, out: Path, json_out: bool, console: Console) -> int:
+    trust = dev_trust_root(out / "state" / "dev-pki")
+    by_result = {r.slot: r for r in results}
+    summary: list[dict[str, Any]] = []
+    failures = 0
+    table = Table(title="summary")
+    for col in ("slot", "profile", "phone", "outcome", "category", "as expected"):
+        table.add_column(col)
+    details: list[Text] = []
+    for slot, demo_phone in by_slot.items():
+        result = by_result.get(slot)
+        category: str | None = None
+        cert_path = ""
+        if result is not None and result.certificate is not None:
+            path = cert_dir / certificate_filename(result.certificate)
+            cert_path = str(path)
+            verified = verify_certificate(path.read_bytes(), trust_roots=[trust])
+            category = verified.payload["sanitization"]["category"]
+        problem = check_expectation(demo_phone.profile, result, category)
+        failures += problem is not None
+        ident = result.identity if result else None
+        phone = f"{ident.manufacturer} {ident.marketing_name or ident.model}" if ident else "?"
+        table.add_row(Text(slot), Text(demo_phone.profile.name), Text(phone),
+                      Text(result.outcome.value if result else "-"), Text(category or "-"),
+                      Text("yes" if problem is None else f"NO: {problem}"))
+        notes = [f"reason: {r}" for r in (result.reasons if result else ())]
+        notes += [f"exception: {e}" for e in (result.exceptions if result else ())]
+        notes.append(f"certificate: {Path(cert_path).name or 'none'}")
+        details.append(Text(f"{demo_phone.profile.name}:\n" +
+                            "\n".join(f"  {n}" for n in notes)))
+        summary.append({
+            "slot": slot, "platform": demo_phone.platform,
+            "profile": demo_phone.profile.name, "phone": phone,
+            "outcome": result.outcome.value if result else None, "category": category,
+            "reasons": list(result.reasons) if result else [],
+            "codes": list(result.codes) if result else [],
+            "exceptions": list(result.exceptions) if result else [],
+            "certificate": cert_path, "as_expected": problem is None, "problem": problem,
+        })
+    if json_out:
+        console.print_json(json.dumps({"phones": summary, "ok": failures == 0}))
+    else:
+        console.print(table)
+        for block in details:
+            console.print(block)
+        for platform in ("android", "ios"):
+            mine = [p for p, d in zip(summary, by_slot.values(), strict=True)
+                    if d.platform == platform]
+            good = sum(p["as_expected"] for p in mine)
+            console.print(f"{platform}: {good}/{len(mine)} phones ended as their profiles "
+                          "expect")
+        console.print(f"{len(summary) - failures}/{len(summary)} phones ended as their "
+                      f"profiles expect; certificates in {cert_dir}")
+    return 0 if failures == 0 else 1
+
+

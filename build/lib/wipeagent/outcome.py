@@ -1,0 +1,68 @@
+"""Turning verification checks into a session outcome: the rule that protects against the
+worst failure (a certificate saying "erased" for a phone that still holds data).
+
+Pure functions, no I/O, so every rule is tested on its own. The certificate verifier
+(wipeagent.certs.payload.check_consistency) enforces the same rule on every payload, so a
+certificate breaking it can neither be issued nor verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wipeagent.models import CheckKind, CheckResult, CheckStatus, ErasePlan, NistCategory, Outcome
+
+MANUAL_RESET_EXCEPTION = (
+    "manual reset: the technician performed the factory reset under the agent's guidance; "
+    "the agent verified the result but did not execute the reset itself"
+)
+
+# The check ran, but its answer cannot be counted on.
+_IN_DOUBT = (CheckStatus.ERROR, CheckStatus.SKIPPED)
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    category: NistCategory | None
+    reasons: tuple[str, ...]
+    exceptions: tuple[str, ...]
+    # Machine-readable reason codes for not_erased ("lock_screen", "device_timeout" ...).
+    codes: tuple[str, ...] = ()
+
+
+def not_erased(*reasons: str, code: str) -> Decision:
+    return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), (code,))
+
+
+def _describe(check: CheckResult) -> str:
+    return f"{check.title}: {check.detail or check.status.value}"
+
+
+def decide(plan: ErasePlan, verification: list[CheckResult]) -> Decision:
+    """The outcome of a session whose erase ran and whose phone came back.
+
+    - Validation (is the data gone?) and verification (did the technique complete?) must
+      each be *confirmed*: at least one check of the kind passed, none failed, none could
+      not run (error) or was skipped. Otherwise the phone is NOT erased.
+    - A warning on any check, or a manual reset, is an exception: erased_with_exceptions.
+    - The category is the one the plan could reach (Purge only for a cryptographic erase).
+    """
+    reasons: list[str] = []
+    codes: list[str] = []
+    for kind, what in ((CheckKind.VALIDATION, "the data is gone"),
+                       (CheckKind.VERIFICATION, "the erase completed")):
+        checks = [c for c in verification if c.kind is kind]
+        bad = [c for c in checks if c.status is CheckStatus.FAIL or c.status in _IN_DOUBT]
+        reasons.extend(_describe(c) for c in bad)
+        if not any(c.status is CheckStatus.PASS for c in checks) and not bad:
+            reasons.append(f"no check on the phone confirmed that {what}")
+        if bad or not any(c.status is CheckStatus.PASS for c in checks):
+            codes.append(f"{kind.value}_failed")
+    if reasons:
+        return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), tuple(codes))
+    exceptions = [_describe(c) for c in verification if c.status is CheckStatus.WARN]
+    if plan.manual:
+        exceptions.append(MANUAL_RESET_EXCEPTION)
+    outcome = Outcome.ERASED_WITH_EXCEPTIONS if exceptions else Outcome.ERASED
+    return Decision(outcome, plan.category, (), tuple(exceptions))

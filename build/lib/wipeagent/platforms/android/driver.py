@@ -1,0 +1,500 @@
+"""The Android platform driver: identify, diagnose, plan, canary, erase, return, verify.
+
+Talks to one phone through one `AdbConnection`; every command it sends is a constant
+from `commands` (the canary token, generated here, is the only variable part and is
+validated there). Output is parsed by `parse`, turned into checks by `checks`, `erase`
+and `verify`; this module only does the I/O and the waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+
+from wipeagent.clock import Clock
+from wipeagent.errors import (
+    BadDeviceData,
+    DeviceError,
+    DeviceGone,
+    DeviceTimeout,
+    IdentityMismatch,
+    NotAuthorised,
+)
+from wipeagent.models import (
+    Canary,
+    CheckResult,
+    DeviceIdentity,
+    EncryptionType,
+    ErasePlan,
+    Platform,
+    Refusal,
+)
+from wipeagent.platforms.android import checks, erase, verify
+from wipeagent.platforms.android import commands as cmd
+from wipeagent.platforms.android.parse import (
+    FINGERPRINT_RE,
+    NAME_RE,
+    PATCH_RE,
+    SDK_RE,
+    SERIAL_RE,
+    TOKEN_RE,
+    VERSION_RE,
+    Props,
+    check_printable,
+    decode_text,
+    parse_bool,
+    parse_device_policy,
+    parse_df,
+    parse_dumpsys_account,
+    parse_dumpsys_battery,
+    parse_getprop,
+    parse_ls_names,
+    parse_pm_packages,
+    parse_setting,
+)
+from wipeagent.platforms.base import ErasePolicy
+from wipeagent.transports.adb import (
+    AdbConnection,
+    AdbEndpoint,
+    AdbHostKey,
+    ShellOutput,
+    connect_adb,
+)
+
+log = logging.getLogger(__name__)
+
+SU_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class AndroidDriverSettings:
+    """The driver's timeouts and bounds (bench seconds, bytes); defaults match
+    wipeagent.config.AndroidConfig."""
+
+    connect_timeout_s: float = 10.0
+    auth_timeout_s: float = 60.0
+    command_timeout_s: float = 30.0
+    max_output_bytes: int = 1 << 20
+    reboot_timeout_s: float = 600.0
+    manual_reset_timeout_s: float = 1800.0
+    poll_interval_s: float = 2.0
+
+
+AndroidSettings = AndroidDriverSettings  # alias: both names are in use
+
+
+class CommandFailed(DeviceError):
+    """A shell command ran but reported failure (non-zero exit status)."""
+
+    default_hint = "the phone refused a command: see the agent log"
+
+
+def _snippet(data: bytes, limit: int = 200) -> str:
+    """Phone output made safe for a log line or an error message."""
+    return data[:limit].decode("utf-8", "replace").encode("unicode_escape").decode("ascii")
+
+
+def encryption_type(state: str, crypto_type: str) -> EncryptionType:
+    """ro.crypto.state / ro.crypto.type -> EncryptionType (vold's property values)."""
+    if state == "encrypted":
+        if crypto_type == "file":
+            return EncryptionType.FILE_BASED
+        if crypto_type in ("block", ""):  # before Android 7 there was no ro.crypto.type
+            return EncryptionType.FULL_DISK
+        return EncryptionType.UNKNOWN
+    if state in ("unencrypted", "unsupported"):
+        return EncryptionType.NONE
+    return EncryptionType.UNKNOWN
+
+
+def identity_from_props(props: Props, capacity_bytes: int | None = None) -> DeviceIdentity:
+    """Build the validated DeviceIdentity from getprop (BadDeviceData naming a bad key)."""
+    manufacturer = props.first(
+        ("ro.product.manufacturer", "ro.product.vendor.manufacturer",
+         "ro.product.system.manufacturer"), NAME_RE)
+    model = props.first(("ro.product.model", "ro.product.vendor.model"), NAME_RE)
+    if not manufacturer or not model:
+        raise BadDeviceData("getprop: ro.product.manufacturer / ro.product.model missing")
+    serial = props.get("ro.serialno", SERIAL_RE)
+    boot_serial = props.get("ro.boot.serialno", SERIAL_RE)
+    if not (serial or boot_serial):
+        raise BadDeviceData("getprop: no ro.serialno or ro.boot.serialno",
+                            hint="the phone does not report a serial: set it aside")
+    release = props.get("ro.build.version.release", VERSION_RE)
+    if not release:
+        raise BadDeviceData("getprop: ro.build.version.release missing")
+    name = props.get("ro.product.name", TOKEN_RE)
+    device = props.get("ro.product.device", TOKEN_RE)
+    marketing = props.first(("ro.product.marketname", "ro.config.marketing_name"), NAME_RE)
+    hardware_ids = {
+        "serial": serial, "boot_serial": boot_serial,
+        "hardware": props.get("ro.hardware", TOKEN_RE),
+        "board": props.get("ro.product.board", TOKEN_RE),
+        "device": device, "manufacturer": manufacturer, "model": model,
+    }
+    return DeviceIdentity(
+        platform=Platform.ANDROID,
+        manufacturer=manufacturer,
+        model=model,
+        model_number=name or device,
+        marketing_name=marketing,
+        serial=serial or boot_serial,
+        os_name="Android",
+        os_version=release,
+        security_patch=props.get("ro.build.version.security_patch", PATCH_RE),
+        build_fingerprint=props.get("ro.build.fingerprint", FINGERPRINT_RE),
+        storage_capacity_bytes=capacity_bytes,
+        encryption=encryption_type(
+            props.get("ro.crypto.state", TOKEN_RE), props.get("ro.crypto.type", TOKEN_RE)
+        ),
+        hardware_ids={k: v for k, v in hardware_ids.items() if v},
+    )
+
+
+def sdk_from_props(props: Props) -> int:
+    """ro.build.version.sdk as an int (BadDeviceData if absent or not a number)."""
+    sdk = props.get("ro.build.version.sdk", SDK_RE)
+    if not sdk:
+        raise BadDeviceData("getprop: ro.build.version.sdk missing")
+    return int(sdk)
+
+
+def check_printable_lines(text: str) -> str:
+    """Text made of printable lines (control characters refused, BadDeviceData)."""
+    return "\n".join(check_printable(line, "locksettings verify", 300)
+                     for line in text.splitlines()[:5])
+
+
+class AndroidDriver:
+    """PlatformDriver for one Android phone reached over ADB (see platforms.base)."""
+
+    platform = Platform.ANDROID
+
+    def __init__(
+        self,
+        endpoint: AdbEndpoint,
+        key: AdbHostKey,
+        clock: Clock,
+        settings: AndroidDriverSettings | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.key = key
+        self.clock = clock
+        self.settings = settings or AndroidDriverSettings()
+        self._conn: AdbConnection | None = None
+        self._props: Props | None = None
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _tag(self) -> str:
+        return f"[Android|{self.endpoint}]"
+
+    async def _connection(self) -> AdbConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await connect_adb(
+                self.endpoint, self.key, self.clock,
+                connect_timeout_s=self.settings.connect_timeout_s,
+                auth_timeout_s=self.settings.auth_timeout_s,
+            )
+        return self._conn
+
+    async def _sh(self, command: str, *, check: bool = True,
+                  max_bytes: int | None = None) -> ShellOutput:
+        """Run a constant command; CommandFailed on a non-zero exit when `check`."""
+        conn = await self._connection()
+        out = await conn.shell(
+            command, timeout_s=self.settings.command_timeout_s,
+            max_output_bytes=max_bytes or self.settings.max_output_bytes,
+        )
+        if check and out.exit_code not in (0, None):
+            raise CommandFailed(
+                f"`{command}` failed with exit status {out.exit_code}: "
+                f"{_snippet(out.stderr or out.stdout)}"
+            )
+        return out
+
+    async def _props_now(self) -> Props:
+        out = await self._sh(cmd.GETPROP)
+        return parse_getprop(out.stdout)
+
+    async def connect(self) -> None:
+        """Reach the phone and authenticate (idempotent). DeviceGone / DeviceTimeout when
+        nothing answers, NotAuthorised while the phone has not accepted this bench."""
+        await self._connection()
+
+    # ---------------------------------------------------------------- identify
+
+    async def identify(self) -> DeviceIdentity:
+        """getprop (+ df /data for the capacity), validated field by field."""
+        props = await self._props_now()
+        capacity: int | None = None
+        try:
+            capacity = parse_df((await self._sh(cmd.DF_DATA)).stdout).total_bytes
+        except (CommandFailed, BadDeviceData) as exc:
+            log.warning("%s storage capacity unknown: %s", self._tag(), exc)
+        identity = identity_from_props(props, capacity)
+        sdk_from_props(props)  # validated here so diagnose cannot meet a bad value first
+        self._props = props
+        log.info("%s %s %s serial %s Android %s", self._tag(), identity.manufacturer,
+                 identity.model, identity.serial, identity.os_version)
+        return identity
+
+    # ---------------------------------------------------------------- diagnose
+
+    async def diagnose(self, identity: DeviceIdentity) -> list[CheckResult]:
+        """Battery, storage, root, bootloader, accounts, FRP, device owner, lock screen.
+
+        A command that fails or prints something unparseable becomes an ERROR check (the
+        plan refuses when a check it relies on is ERROR); a lost connection ends it.
+        """
+        props = self._props if self._props is not None else await self._props_now()
+        results: list[CheckResult] = [
+            checks.os_check(props, sdk_from_props(props), identity.os_version)
+        ]
+
+        async def battery() -> CheckResult:
+            return checks.battery_check(
+                parse_dumpsys_battery((await self._sh(cmd.DUMPSYS_BATTERY)).stdout))
+
+        async def storage() -> CheckResult:
+            return checks.storage_check(parse_df((await self._sh(cmd.DF_DATA)).stdout))
+
+        async def root() -> CheckResult:
+            return checks.root_check(props, await self._su_path(), await self._magisk())
+
+        async def bootloader() -> CheckResult:
+            return checks.bootloader_check(props)
+
+        async def accounts() -> list[CheckResult]:
+            parsed = parse_dumpsys_account((await self._sh(cmd.DUMPSYS_ACCOUNT)).stdout)
+            return [checks.accounts_check(parsed), checks.frp_check(parsed)]
+
+        async def owner() -> CheckResult:
+            return checks.device_owner_check(
+                parse_device_policy((await self._sh(cmd.DUMPSYS_DEVICE_POLICY)).stdout))
+
+        async def lock() -> CheckResult:
+            out = await self._sh(cmd.LOCK_DISABLED)
+            if parse_bool(out.stdout, cmd.LOCK_DISABLED):
+                return checks.lock_screen_check(True)
+            # Exit status is not relied on: the answer's text says what happened.
+            answer = await self._sh(cmd.LOCK_VERIFY, check=False, max_bytes=4096)
+            text = decode_text(answer.stdout + answer.stderr, cmd.LOCK_VERIFY)
+            return checks.lock_screen_check(False, check_printable_lines(text))
+
+        steps = [
+            (checks.BATTERY, "Battery", cmd.DUMPSYS_BATTERY, battery),
+            (checks.STORAGE, "Storage (/data)", cmd.DF_DATA, storage),
+            (checks.ROOT, "Root indicators", cmd.WHICH_SU, root),
+            (checks.BOOTLOADER, "Bootloader and verified boot", "getprop", bootloader),
+            (checks.DEVICE_OWNER, "Device owner / MDM", cmd.DUMPSYS_DEVICE_POLICY, owner),
+            (checks.LOCK_SCREEN, "Lock screen", cmd.LOCK_DISABLED, lock),
+        ]
+        for check_id, title, method, step in steps:
+            try:
+                results.append(await step())
+            except (CommandFailed, BadDeviceData) as exc:
+                results.append(checks.error(check_id, title, method, str(exc)))
+        try:
+            results.extend(await accounts())
+        except (CommandFailed, BadDeviceData) as exc:
+            results.append(checks.error(checks.ACCOUNTS, "Accounts on the phone",
+                                        cmd.DUMPSYS_ACCOUNT, str(exc)))
+            results.append(checks.error(checks.FRP, "Factory Reset Protection risk",
+                                        cmd.DUMPSYS_ACCOUNT, str(exc)))
+        return results
+
+    async def _su_path(self) -> str | None:
+        # `which su` prints the path and exits 0, or prints nothing and exits 1.
+        out = await self._sh(cmd.WHICH_SU, check=False, max_bytes=4096)
+        text = decode_text(out.stdout, cmd.WHICH_SU).strip()
+        if out.exit_code not in (0, None) or not text:
+            return None
+        first = text.splitlines()[0]
+        if not SU_PATH_RE.fullmatch(first):
+            # Something answered that is not a path: still a sign of tampering.
+            raise BadDeviceData(f"which su: unexpected output {_snippet(out.stdout, 80)!r}")
+        return first
+
+    async def _magisk(self) -> bool:
+        out = await self._sh(cmd.PM_MAGISK, check=False)
+        if out.exit_code not in (0, None):
+            return False
+        return checks.MAGISK_PACKAGE in parse_pm_packages(out.stdout)
+
+    # ---------------------------------------------------------------- plan
+
+    def plan_erase(
+        self,
+        identity: DeviceIdentity,
+        diagnostics: list[CheckResult],
+        policy: ErasePolicy,
+    ) -> tuple[list[CheckResult], ErasePlan | Refusal]:
+        """Pure: see wipeagent.platforms.android.erase.plan_erase."""
+        return erase.plan_erase(
+            identity, diagnostics, policy,
+            reboot_timeout_s=self.settings.reboot_timeout_s,
+            manual_reset_timeout_s=self.settings.manual_reset_timeout_s,
+        )
+
+    # ---------------------------------------------------------------- canary
+
+    async def plant_canary(self) -> Canary:
+        """Write a random token to user storage, /data/local/tmp and a global setting,
+        and read each back (DeviceError if any did not stick)."""
+        token = secrets.token_hex(16)
+        files = cmd.canary_paths(token)
+        for path in files:
+            await self._sh(cmd.write_file(path, token))
+            back = await self._sh(cmd.read_file(path), max_bytes=4096)
+            if back.stdout.strip() != token.encode():
+                raise DeviceError(f"canary file {path} did not read back",
+                                  hint="the phone's storage misbehaves: set it aside")
+        await self._sh(cmd.put_canary_setting(token))
+        value = parse_setting((await self._sh(cmd.GET_CANARY_SETTING)).stdout,
+                              cmd.GET_CANARY_SETTING)
+        if value != token:
+            raise DeviceError("canary setting did not read back",
+                              hint="the phone's settings misbehave: set it aside")
+        return Canary(files=files, settings={f"global.{cmd.CANARY_SETTING}": token},
+                      token=token)
+
+    # ---------------------------------------------------------------- erase
+
+    async def start_erase(self, plan: ErasePlan) -> None:
+        """Run `cmd testharness enable`; for a manual plan nothing runs on the phone."""
+        if plan.manual:
+            log.info("%s manual reset: waiting for the technician", self._tag())
+            return
+        if plan.method_id != erase.METHOD_TESTHARNESS:
+            raise DeviceError(f"unknown Android erase method {plan.method_id!r}")
+        out = await self._sh(cmd.TESTHARNESS_ENABLE, check=False, max_bytes=16 * 1024)
+        said = (out.stderr + out.stdout).strip()
+        refused = out.exit_code not in (0, None) or (out.exit_code is None and said)
+        if refused:
+            reason = _snippet(said) or f"exit status {out.exit_code}"
+            hint = ("remove the screen lock (Settings > Security), then plug the phone in "
+                    "again" if "lock screen" in reason else
+                    "the phone refused the erase: set it aside for inspection")
+            raise DeviceError(f"the phone refused `{cmd.TESTHARNESS_ENABLE}`: {reason}",
+                              hint=hint)
+        log.info("%s test harness reset accepted; the phone will reboot", self._tag())
+
+    # ---------------------------------------------------------------- return
+
+    async def await_return(self, expected: DeviceIdentity, plan: ErasePlan) -> DeviceIdentity:
+        """Wait until the phone went away and answers again, then check its identity
+        before anything else runs (IdentityMismatch lists the differing fields)."""
+        deadline = self.clock.monotonic() + plan.return_timeout_s
+
+        def remaining() -> float:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                raise DeviceTimeout(
+                    f"the phone did not restart and come back within "
+                    f"{plan.return_timeout_s:.0f} s",
+                    hint="check the phone's screen; unplug and plug it in again",
+                )
+            return left
+
+        # 1. The phone must go away first, or we would verify the un-erased phone.
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            while True:
+                try:
+                    await conn.shell(cmd.ALIVE, timeout_s=min(
+                        self.settings.command_timeout_s, remaining()), max_output_bytes=4096)
+                except (DeviceGone, DeviceTimeout) as exc:
+                    log.info("%s went away (%s)", self._tag(), type(exc).__name__)
+                    break
+                await self.clock.sleep(min(self.settings.poll_interval_s, remaining()))
+            await conn.close()
+        self._conn = None
+        self._props = None
+
+        # 2. Poll-connect with back-off until it answers and has authorised us.
+        delay = self.settings.poll_interval_s
+        while True:
+            left = remaining()
+            try:
+                self._conn = await connect_adb(
+                    self.endpoint, self.key, self.clock,
+                    connect_timeout_s=min(self.settings.connect_timeout_s, left),
+                    auth_timeout_s=min(self.settings.auth_timeout_s, left),
+                )
+                break
+            except NotAuthorised:
+                # Expected after a manual reset until the person taps Allow.
+                log.info("%s back, waiting for Allow USB debugging", self._tag())
+            except (DeviceGone, DeviceTimeout) as exc:
+                log.debug("%s not back yet: %s", self._tag(), exc)
+            await self.clock.sleep(min(delay, remaining()))
+            delay = min(delay * 1.5, self.settings.poll_interval_s * 8)
+
+        # 3. Identity first.
+        found = await self.identify()
+        differing = expected.mismatches(found)
+        if differing:
+            await self.close()
+            raise IdentityMismatch(
+                "a different phone answered after the erase: " + ", ".join(differing)
+            )
+        return found
+
+    # ---------------------------------------------------------------- verify
+
+    async def verify(
+        self, identity: DeviceIdentity, plan: ErasePlan, canary: Canary
+    ) -> list[CheckResult]:
+        """Validation (accounts, apps, user files, canaries) and verification (reset
+        state, encryption, trust) checks, each with its evidence."""
+        results: list[CheckResult] = []
+
+        results.append(verify.accounts_gone(
+            parse_dumpsys_account((await self._sh(cmd.DUMPSYS_ACCOUNT)).stdout)))
+        results.append(verify.packages_gone(
+            parse_pm_packages((await self._sh(cmd.PM_THIRD_PARTY)).stdout)))
+
+        top = parse_ls_names((await self._sh(cmd.LIST_SDCARD)).stdout, cmd.LIST_SDCARD)
+        non_empty: dict[str, int] = {}
+        for name, command in cmd.LIST_DEFAULT_DIR.items():
+            if name not in top:
+                continue
+            entries = parse_ls_names((await self._sh(command)).stdout, command)
+            if entries:
+                non_empty[name] = len(entries)
+        results.append(verify.user_storage_empty(top, non_empty))
+
+        present: dict[str, bool] = {}
+        for path in canary.files:
+            out = await self._sh(cmd.exists(path), max_bytes=4096)
+            answer = decode_text(out.stdout, "test -e").strip()
+            if answer not in ("present", "absent"):
+                raise BadDeviceData(f"test -e {path}: unexpected answer {answer[:40]!r}")
+            present[path] = answer == "present"
+        results.append(verify.canary_files_gone(present))
+        results.append(verify.canary_setting_gone(
+            parse_setting((await self._sh(cmd.GET_CANARY_SETTING)).stdout,
+                          cmd.GET_CANARY_SETTING), canary.token))
+
+        boot_count = parse_setting((await self._sh(cmd.BOOT_COUNT)).stdout, cmd.BOOT_COUNT)
+        harness = decode_text((await self._sh(cmd.TEST_HARNESS_PROP)).stdout,
+                              cmd.TEST_HARNESS_PROP).strip()[:16]
+        setup = parse_setting((await self._sh(cmd.SETUP_COMPLETE)).stdout, cmd.SETUP_COMPLETE)
+        results.append(verify.settings_recreated(boot_count, harness, setup, plan))
+        results.append(verify.encryption_state(identity))
+
+        props = self._props if self._props is not None else await self._props_now()
+        root = checks.root_check(props, await self._su_path(), await self._magisk())
+        boot = checks.bootloader_check(props)
+        results.append(verify.trust_state(bool(root.evidence.get("rooted")),
+                                          bool(boot.evidence.get("unlocked"))))
+        return results
+
+    async def close(self) -> None:
+        """Release the connection. Never raises."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()

@@ -1,0 +1,359 @@
+"""The iOS platform driver: identify, diagnose, plan, mark, erase, return, verify.
+
+Talks to one iPhone through `wipeagent.transports.ios` (lockdown over usbmuxd); every
+value it reads is validated in `parse`, turned into checks in `checks`. This module does
+the I/O and the waiting; every wait goes through the Clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pymobiledevice3 import usbmux
+from pymobiledevice3.services.diagnostics import DiagnosticsService
+from pymobiledevice3.services.mobile_config import MobileConfigService
+from pymobiledevice3.services.mobilebackup2 import Mobilebackup2Service
+
+from wipeagent.clock import Clock
+from wipeagent.errors import (
+    DeviceError,
+    DeviceGone,
+    DeviceTimeout,
+    IdentityMismatch,
+    NotAuthorised,
+    ProtocolError,
+)
+from wipeagent.models import Canary, CheckResult, DeviceIdentity, ErasePlan, Platform, Refusal
+from wipeagent.platforms.base import ErasePolicy
+from wipeagent.platforms.ios import checks
+from wipeagent.platforms.ios.parse import (
+    ACTIVATION_RE,
+    DiskUsage,
+    boolean,
+    identity_from_values,
+    key_fingerprint,
+    parse_battery,
+    parse_disk_usage,
+    parse_management,
+    text,
+)
+from wipeagent.transports.ios import (
+    IosConnection,
+    IosSettings,
+    UsbmuxAddress,
+    connect_ios,
+    load_pair_record,
+    mapped_errors,
+)
+
+log = logging.getLogger(__name__)
+
+# Canary "settings": what the bench observed before the erase, journaled so a resumed
+# session compares against the same values.
+KEY_FP = "ios.device_public_key_sha256"
+HOST_ID = "ios.host_id"
+USED_BYTES = "ios.used_bytes"
+DEVICELINK_VERSION = 300
+BACKUP2_VERSIONS = [2.0, 2.1]
+
+
+class IosDriver:
+    """PlatformDriver for one iPhone reached through usbmuxd (see platforms.base)."""
+
+    platform = Platform.IOS
+
+    def __init__(self, udid: str, address: UsbmuxAddress, record_dir: Path, clock: Clock,
+                 settings: IosSettings | None = None) -> None:
+        self.udid = udid
+        self.address = address
+        self.record_dir = record_dir
+        self.clock = clock
+        self.settings = settings or IosSettings()
+        self._conn: IosConnection | None = None
+        self._values: dict[str, Any] | None = None
+        self._disk: DiskUsage | None = None
+        self._old_rejected: bool | None = None
+        self._probed = False  # the old pairing was tried after the return
+        self._key_after: str | None = None
+
+    def _tag(self) -> str:
+        return f"[iOS|{self.udid}]"
+
+    async def _connection(self) -> IosConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await connect_ios(self.udid, self.address, self.record_dir,
+                                           self.clock, self.settings)
+            self._values = None
+        return self._conn
+
+    async def connect(self) -> None:
+        """Reach the phone and pair (waits for Trust up to pair_timeout_s)."""
+        await self._connection()
+
+    # ------------------------------------------------------------------ identify
+
+    async def _domain(self, name: str) -> dict[str, Any] | None:
+        conn = await self._connection()
+        value = await conn.get_value(name)
+        return value if isinstance(value, dict) else None
+
+    async def identify(self) -> DeviceIdentity:
+        """Default lockdown domain (paired session) + disk usage, validated."""
+        conn = await self._connection()
+        values = await conn.refresh_values()
+        self._disk = parse_disk_usage(await self._domain("com.apple.disk_usage"))
+        identity = identity_from_values(values, self._disk.disk_bytes)
+        if identity.udid != self.udid:
+            raise IdentityMismatch(f"usbmuxd device {self.udid} answered as {identity.udid}")
+        self._values = values
+        log.info("%s %s (%s) serial %s iOS %s", self._tag(), identity.marketing_name,
+                 identity.model, identity.serial, identity.os_version)
+        return identity
+
+    # ------------------------------------------------------------------ diagnose
+
+    async def diagnose(self, identity: DeviceIdentity) -> list[CheckResult]:
+        """Battery, storage, Find My, activation, passcode, supervision, MDM."""
+        conn = await self._connection()
+        values = self._values if self._values is not None else await conn.refresh_values()
+        results = [checks.os_check(identity)]
+        try:
+            async with conn.service(DiagnosticsService) as diag:
+                entry = await conn.call("IORegistry battery", diag.get_battery())
+            results.append(checks.battery_check(parse_battery(entry)))
+        except (ProtocolError, DeviceError) as exc:
+            if isinstance(exc, DeviceGone | DeviceTimeout):
+                raise
+            results.append(checks.error(checks.BATTERY, "Battery", "diagnostics_relay "
+                                        "IORegistry IOPMPowerSource", str(exc)))
+        disk = self._disk or parse_disk_usage(await self._domain("com.apple.disk_usage"))
+        results.append(checks.storage_check(disk))
+        fmip = await self._domain("com.apple.fmip")
+        results.append(checks.find_my_check(boolean(fmip.get("IsAssociated")) if fmip else None))
+        results.append(checks.activation_check(text(values, "ActivationState", ACTIVATION_RE)))
+        results.append(checks.passcode_check(boolean(values.get("PasswordProtected"))))
+        chaperone = await self._domain("com.apple.mobile.chaperone")
+        cloud: Any = None
+        try:
+            async with conn.service(MobileConfigService) as mc:
+                cloud = await conn.call("MCInstall GetCloudConfiguration",
+                                        mc.get_cloud_configuration())
+        except DeviceError as exc:
+            if isinstance(exc, DeviceGone | DeviceTimeout):
+                raise
+            log.warning("%s MCInstall unavailable: %s", self._tag(), exc)
+        management = parse_management(chaperone, cloud)
+        results.append(checks.supervision_check(management))
+        results.append(checks.mdm_check(management))
+        return results
+
+    # ------------------------------------------------------------------ plan
+
+    def plan_erase(self, identity: DeviceIdentity, diagnostics: list[CheckResult],
+                   policy: ErasePolicy) -> tuple[list[CheckResult], ErasePlan | Refusal]:
+        """Pure: see wipeagent.platforms.ios.checks.plan_erase."""
+        return checks.plan_erase(identity, diagnostics, policy,
+                                 return_timeout_s=self.settings.reboot_timeout_s)
+
+    # ------------------------------------------------------------------ marker
+
+    async def plant_canary(self) -> Canary:
+        """Plant nothing (no writable user area over lockdown without AFC); record the
+        pairing and identity key this bench will expect the erase to have destroyed."""
+        conn = await self._connection()
+        fp = key_fingerprint(await conn.get_value(key="DevicePublicKey"))
+        if fp is None:
+            raise ProtocolError("the phone gave no usable DevicePublicKey")
+        disk = parse_disk_usage(await self._domain("com.apple.disk_usage"))
+        marks = {KEY_FP: fp, HOST_ID: conn.host_id}
+        if disk.used_bytes is not None:
+            marks[USED_BYTES] = str(disk.used_bytes)
+        return Canary(files=(), settings=marks, token=secrets.token_hex(16))
+
+    # ------------------------------------------------------------------ erase
+
+    async def start_erase(self, plan: ErasePlan) -> None:
+        """Send EraseDevice over the planned service; returns once the phone accepted it."""
+        conn = await self._connection()
+        if plan.method_id == checks.METHOD_MCINSTALL:
+            async with conn.service(MobileConfigService) as mc:
+                await conn.call("MCInstall HelloHostIdentifier", mc.hello())
+                await conn.call("MCInstall EraseDevice", mc.erase_device(
+                    preserve_data_plan=False, disallow_proximity_setup=True))
+        elif plan.method_id == checks.METHOD_BACKUP2:
+            await self._backup2_erase(conn)
+        else:
+            raise DeviceError(f"unknown iOS erase method {plan.method_id!r}")
+        log.info("%s erase accepted; the phone will restart into Setup", self._tag())
+
+    async def _backup2_erase(self, conn: IosConnection) -> None:
+        """DeviceLink by hand: only the messages EraseDevice needs. pymobiledevice3's
+        dl_loop would also serve a phone's file requests (upload/download into a backup
+        directory), which a phone being erased has no business making."""
+        async with conn.service(Mobilebackup2Service) as mb:
+            sc = mb._service
+            if sc is None:
+                raise DeviceGone("mobilebackup2 did not connect")
+
+            async def recv() -> list[Any]:
+                msg = await conn.call("DeviceLink receive", sc.recv_plist())
+                if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):
+                    raise ProtocolError("DeviceLink: a message that is not [name, ...]")
+                return msg
+
+            hello = await recv()
+            if hello[0] != "DLMessageVersionExchange" or len(hello) < 2 or not isinstance(
+                    hello[1], int) or hello[1] < DEVICELINK_VERSION:
+                raise ProtocolError(f"DeviceLink: unexpected version exchange {hello[0][:40]!r}")
+            await conn.call("DeviceLink versions", sc.send_plist(
+                ["DLMessageVersionExchange", "DLVersionsOk", hello[1]]))
+            if (await recv())[0] != "DLMessageDeviceReady":
+                raise ProtocolError("DeviceLink: the phone did not report ready")
+
+            async def process(body: dict[str, Any]) -> dict[str, Any]:
+                await conn.call("DeviceLink send", sc.send_plist(
+                    ["DLMessageProcessMessage", body]))
+                reply = await recv()
+                if reply[0] != "DLMessageProcessMessage" or len(reply) < 2 or not isinstance(
+                        reply[1], dict):
+                    raise ProtocolError(f"DeviceLink: unexpected {reply[0][:40]!r}")
+                return reply[1]
+
+            answer = await process({"MessageName": "Hello",
+                                    "SupportedProtocolVersions": BACKUP2_VERSIONS})
+            if answer.get("ErrorCode") != 0:
+                raise ProtocolError("mobilebackup2: no common protocol version")
+            answer = await process({"MessageName": "EraseDevice", "TargetIdentifier": self.udid})
+            code = answer.get("ErrorCode")
+            if code != 0:
+                said = answer.get("ErrorDescription")
+                said = said[:120] if isinstance(said, str) else ""
+                raise DeviceError(f"the phone refused mobilebackup2 EraseDevice: error "
+                                  f"{code!r} {said!r}",
+                                  hint="the phone refused the erase: set it aside for inspection")
+
+    # ------------------------------------------------------------------ return
+
+    async def _listed(self) -> bool | None:
+        """Whether usbmuxd lists the phone (None: usbmuxd not reachable right now)."""
+        try:
+            with mapped_errors("usbmuxd ListDevices", usbmuxd=self.address):
+                devices = await self.clock.wait_for(
+                    usbmux.list_devices(usbmux_address=self.address.library),
+                    self.settings.command_timeout_s)
+        except DeviceError:
+            return None
+        return any(d.matches_udid(self.udid) for d in devices)
+
+    async def await_return(self, expected: DeviceIdentity, plan: ErasePlan) -> DeviceIdentity:
+        """Wait for the phone to leave and come back; prove the old pairing is rejected
+        (before pairing again: the new pairing reuses the HostID); pair; check identity."""
+        deadline = self.clock.monotonic() + plan.return_timeout_s
+
+        def remaining() -> float:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                raise DeviceTimeout(
+                    f"the iPhone did not restart and come back within "
+                    f"{plan.return_timeout_s:.0f} s",
+                    hint="check the phone's screen; unplug it and plug it in again")
+            return left
+
+        old_record = await asyncio.to_thread(load_pair_record, self.record_dir, self.udid)
+        if self._conn is not None:
+            await self._conn.close()
+        self._conn = None
+        self._values = None
+        poll = self.settings.poll_interval_s
+        # 1. Gone first, or we would verify the phone before its erase.
+        while await self._listed() is not False:
+            await self.clock.sleep(min(poll, remaining()))
+        log.info("%s went away", self._tag())
+        # 2. Back on the bus, lockdown answering: the old pairing must be rejected.
+        while True:
+            remaining()
+            if await self._listed():
+                try:
+                    probe = await connect_ios(
+                        self.udid, self.address, self.record_dir, self.clock, self.settings,
+                        pair=False, pair_record=old_record or {})
+                except (DeviceGone, DeviceTimeout, NotAuthorised) as exc:
+                    log.debug("%s not answering yet: %s", self._tag(), exc)
+                else:
+                    # Without the pre-erase record nothing was proven (check ERROR).
+                    self._old_rejected = not probe.paired if old_record else None
+                    self._probed = True
+                    self._key_after = key_fingerprint(
+                        await probe.get_value(key="DevicePublicKey"))
+                    await probe.close()
+                    break
+            await self.clock.sleep(min(poll, remaining()))
+        # 3. Pair again (the technician may have to tap Trust) and identify.
+        settings = self.settings
+        while True:
+            try:
+                self._conn = await connect_ios(self.udid, self.address, self.record_dir,
+                                               self.clock, settings)
+                break
+            except (DeviceGone, DeviceTimeout) as exc:
+                log.debug("%s not back yet: %s", self._tag(), exc)
+            await self.clock.sleep(min(poll, remaining()))
+        found = await self.identify()
+        differing = expected.mismatches(found)
+        if differing:
+            await self.close()
+            raise IdentityMismatch(
+                "a different phone answered after the erase: " + ", ".join(differing))
+        return found
+
+    # ------------------------------------------------------------------ verify
+
+    async def verify(self, identity: DeviceIdentity, plan: ErasePlan,
+                     canary: Canary) -> list[CheckResult]:
+        """Validation (the bench's pairing is gone) and verification (new identity key,
+        unactivated), plus what the phone says about Find My and MDM now."""
+        conn = await self._connection()
+        values = self._values if self._values is not None else await conn.refresh_values()
+        host_id = canary.settings.get(HOST_ID, "")
+        if not self._probed:
+            # Resumed after an agent restart between the return and here: the old pairing
+            # was not tried before this bench paired again, so nothing is proven (ERROR,
+            # hence not erased; the phone needs another pass).
+            self._old_rejected = None
+            self._key_after = key_fingerprint(await conn.get_value(key="DevicePublicKey"))
+        results = [
+            checks.old_pairing_rejected(self._old_rejected, host_id),
+            checks.identity_key_changed(canary.settings.get(KEY_FP), self._key_after),
+        ]
+        buddy = await self._domain("com.apple.PurpleBuddy")
+        results.append(checks.unactivated(
+            text(values, "ActivationState", ACTIVATION_RE),
+            boolean(buddy.get("SetupDone")) if buddy else None))
+        results.append(checks.cryptographic_erase(plan))
+        used_before = canary.settings.get(USED_BYTES)
+        results.append(checks.storage_after(
+            int(used_before) if used_before and used_before.isdigit() else None,
+            parse_disk_usage(await self._domain("com.apple.disk_usage"))))
+        fmip = await self._domain("com.apple.fmip")
+        results.append(checks.find_my_after(boolean(fmip.get("IsAssociated")) if fmip else None))
+        chaperone = await self._domain("com.apple.mobile.chaperone")
+        cloud: Any = None
+        try:
+            async with conn.service(MobileConfigService) as mc:
+                cloud = await conn.call("MCInstall GetCloudConfiguration",
+                                        mc.get_cloud_configuration())
+        except DeviceError as exc:
+            if isinstance(exc, DeviceGone | DeviceTimeout):
+                raise
+        results.append(checks.mdm_check(parse_management(chaperone, cloud), after=True))
+        return results
+
+    async def close(self) -> None:
+        """Release the connection. Never raises."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()

@@ -1,0 +1,1 @@
+"""The simulated Android phone: state, profiles, and a small shell."""

@@ -1,0 +1,79 @@
+"""Phones on fixed TCP endpoints (simulators, phones on network debugging)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from wipeagent.clock import Clock
+from wipeagent.errors import DeviceError, NotAuthorised
+from wipeagent.sources import (
+    DriverFactory,
+    PhoneArrival,
+    PhoneDeparture,
+    PhoneNotice,
+    SourceEvent,
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A fixed place a phone can be reached (a TCP address): slot label + driver factory."""
+
+    slot: str
+    make_driver: DriverFactory
+
+
+class TcpEndpointSource:
+    """Phones on fixed TCP endpoints (simulators, network debugging), found by polling.
+
+    An endpoint arrives when a connection (with authentication) succeeds and departs when
+    it stops answering. Polling is the only way to notice a TCP phone; USB and usbmuxd
+    sources are event driven.
+    """
+
+    name = "tcp"
+
+    def __init__(self, endpoints: Sequence[Endpoint], clock: Clock, poll_interval_s: float) -> None:
+        self.endpoints = list(endpoints)
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+
+    async def _answers(self, endpoint: Endpoint) -> bool | str:
+        """True if a phone answers, or a notice text if it answers but will not talk."""
+        driver = endpoint.make_driver()
+        try:
+            await driver.connect()
+            return True
+        except NotAuthorised as exc:
+            return f"{exc} ({exc.hint})"
+        except DeviceError:
+            return False
+        finally:
+            await driver.close()
+
+    async def events(self) -> AsyncIterator[SourceEvent]:
+        present: set[str] = set()
+        queue: asyncio.Queue[SourceEvent] = asyncio.Queue()
+
+        async def watch(endpoint: Endpoint) -> None:
+            while True:
+                answer = await self._answers(endpoint)
+                here = answer is True
+                if here and endpoint.slot not in present:
+                    present.add(endpoint.slot)
+                    await queue.put(PhoneArrival(endpoint.slot, endpoint.slot,
+                                                 endpoint.make_driver))
+                elif not here and endpoint.slot in present:
+                    present.discard(endpoint.slot)
+                    await queue.put(PhoneDeparture(endpoint.slot, endpoint.slot))
+                if isinstance(answer, str):
+                    await queue.put(PhoneNotice(endpoint.slot, answer))
+                await self.clock.sleep(self.poll_interval_s)
+
+        async with asyncio.TaskGroup() as group:
+            for endpoint in self.endpoints:
+                group.create_task(watch(endpoint), name=f"watch {endpoint.slot}")
+            while True:
+                yield await queue.get()

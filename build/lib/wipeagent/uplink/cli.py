@@ -1,0 +1,202 @@
+"""Commands: `wipeagent outbox`, `receiver`, `uplink-key`, `uplink-sign`.
+
+`outbox` reads the journal directly (read-only SQLite, safe while the agent runs: WAL);
+`outbox --retry` writes, through the Store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from wipeagent.certs.pki import load_trust_roots
+from wipeagent.config import load_config
+from wipeagent.errors import ConfigError, StoreError
+from wipeagent.store import Store
+from wipeagent.uplink.outbox import Outbox, OutboxItem, clean_text, count_items, list_items
+from wipeagent.uplink.tls import ensure_dev_server_tls, new_client_key, server_context, sign_client
+
+DEFAULT_CONFIG = "/etc/wipeagent/agent.toml"
+
+
+def _journal_path(args: argparse.Namespace) -> Path:
+    from wipeagent.assemble import Paths  # heavy (drivers): only when the command runs
+
+    if args.state_dir:
+        return Paths(Path(args.state_dir)).journal
+    return Paths(load_config(Path(args.config)).state_path).journal
+
+
+def read_outbox(journal: Path, *, include_delivered: bool = False) -> list[OutboxItem]:
+    """The outbox of a journal file, read-only (works while the agent runs)."""
+    if not journal.exists():
+        raise StoreError(f"no journal at {journal}", hint="check --state-dir / --config")
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+        try:
+            has = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'deliveries'").fetchone()
+            if has is None:
+                # Nothing was ever sent: an empty TEMP table (allowed on a read-only
+                # connection) lets the same query say "all pending".
+                db.execute("CREATE TEMP TABLE deliveries (certificate_id TEXT, state TEXT,"
+                           " attempts INTEGER, next_attempt_at TEXT, last_error TEXT)")
+            return list_items(db, include_delivered=include_delivered)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"journal {journal}: {exc}") from exc
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """List pending and parked certificates; --retry moves parked ones back to pending."""
+    journal = _journal_path(args)
+    if args.retry:
+        async def retry() -> int:
+            async with Store(journal) as store:
+                outbox = await Outbox(store).open()
+                return await outbox.retry(None if args.retry == "all" else args.retry)
+
+        moved = asyncio.run(retry())
+        print(f"{moved} parked certificate(s) moved back to pending")
+        return 0 if moved else 1
+    items = read_outbox(journal, include_delivered=args.all)
+    if args.json:
+        print(json.dumps([{
+            "certificate_id": i.certificate_id, "station_id": i.station_id,
+            "sequence": i.sequence, "sha256": i.sha256, "created_at": i.created_at,
+            "state": i.state, "attempts": i.attempts,
+            "next_attempt_at": i.next_attempt_at.isoformat() if i.next_attempt_at else None,
+            "last_error": i.last_error,
+        } for i in items], indent=2))
+        return 0
+    if not items:
+        print("outbox empty: every certificate has been delivered")
+        return 0
+    print(f"{'state':<9} {'certificate':<36} {'seq':>6} {'tries':>5}  next / reason")
+    for i in items:
+        if i.state == "parked":
+            detail = f"PARKED: {i.last_error or ''}"
+        elif i.next_attempt_at is not None:
+            detail = f"{i.next_attempt_at:%Y-%m-%d %H:%M:%S}Z  {i.last_error or ''}"
+        else:
+            detail = "now"
+        print(f"{i.state:<9} {i.certificate_id:<36} {i.sequence:>6} {i.attempts:>5}  "
+              f"{clean_text(detail, 160)}")
+    parked = sum(i.state == "parked" for i in items)
+    if parked:
+        print(f"{parked} parked: the platform refused them; fix the cause, then "
+              "`wipeagent outbox --retry all`")
+    return 0
+
+
+def outbox_counts(journal: Path) -> dict[str, int]:
+    """Counts per state of a journal file (read-only), for status displays."""
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'deliveries'").fetchone():
+            c = count_items(db)
+            return {"pending": c.pending, "parked": c.parked, "delivered": c.delivered}
+        (n,) = db.execute("SELECT COUNT(*) FROM certificates").fetchone()
+        return {"pending": n, "parked": 0, "delivered": 0}
+    finally:
+        db.close()
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"--listen wants HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def cmd_receiver(args: argparse.Namespace) -> int:
+    """Run the reference receiver until interrupted."""
+    from wipeagent.uplink.receiver import Receiver
+
+    host, port = _listen(args.listen)
+    store = Path(args.store)
+    trust = [c for path in args.trust for c in load_trust_roots(Path(path))]
+    if not trust:
+        raise ConfigError("--trust ROOT.pem is required (the roots certificates chain to)")
+    if args.tls_cert and args.tls_key:
+        cert, key = Path(args.tls_cert), Path(args.tls_key)
+    else:
+        dev = ensure_dev_server_tls(store / "tls", host=host)
+        cert, key = dev.cert, dev.key
+        print(f"development server certificate; clients trust {dev.ca}")
+    context = server_context(cert=cert, key=key,
+                             client_ca=Path(args.client_ca) if args.client_ca else None)
+
+    async def serve() -> None:
+        receiver = await Receiver(store, trust, ssl_context=context).start(host, port)
+        print(f"receiving at {receiver.url}; certificates in {store}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await receiver.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+def cmd_uplink_key(args: argparse.Namespace) -> int:
+    """Make the bench's uplink TLS key and CSR."""
+    files = new_client_key(Path(args.out), station_id=args.station_id)
+    print(f"uplink key {files.key} (0600); send {files.csr} to the CA (uplink-sign)")
+    return 0
+
+
+def cmd_uplink_sign(args: argparse.Namespace) -> int:
+    """Issue the uplink TLS client certificate from a CSR (at the CA)."""
+    out = sign_client(Path(args.csr), ca_key_path=Path(args.ca_key),
+                      ca_cert_path=Path(args.ca_cert), out_path=Path(args.out),
+                      validity_days=args.days)
+    print(f"uplink client certificate {out}; set uplink.client_cert to it on the bench")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `outbox`, `receiver`, `uplink-key` and `uplink-sign` (each sets func and handler)."""
+    p = subparsers.add_parser("outbox", help="certificates not yet delivered to the platform")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", default=DEFAULT_CONFIG, help="agent configuration file")
+    where.add_argument("--state-dir", default=None, help="the agent's state directory")
+    p.add_argument("--all", action="store_true", help="include delivered certificates")
+    p.add_argument("--json", action="store_true", help="machine-readable list")
+    p.add_argument("--retry", metavar="ID|all",
+                   help="move a parked certificate (or all) back to pending")
+    p.set_defaults(func=cmd_outbox, handler=cmd_outbox)
+
+    p = subparsers.add_parser("receiver", help="reference ingest receiver (tests, demo)")
+    p.add_argument("--listen", required=True, help="HOST:PORT")
+    p.add_argument("--store", required=True, metavar="DIR", help="where certificates go")
+    p.add_argument("--trust", action="append", default=[], metavar="ROOT.pem",
+                   help="trusted root CA for wipe certificates; repeatable")
+    p.add_argument("--tls-cert", help="server certificate chain (PEM); default: a "
+                   "development certificate made in DIR/tls")
+    p.add_argument("--tls-key", help="server key (PEM)")
+    p.add_argument("--client-ca", metavar="CA.pem",
+                   help="require client certificates chaining to this CA (mutual TLS)")
+    p.set_defaults(func=cmd_receiver, handler=cmd_receiver)
+
+    p = subparsers.add_parser("uplink-key", help="make the bench's uplink TLS key and CSR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--station-id", required=True)
+    p.set_defaults(func=cmd_uplink_key, handler=cmd_uplink_key)
+
+    p = subparsers.add_parser("uplink-sign", help="issue an uplink TLS client certificate")
+    p.add_argument("csr", metavar="CSR")
+    p.add_argument("--ca-key", required=True)
+    p.add_argument("--ca-cert", required=True)
+    p.add_argument("--out", required=True, metavar="CERT.pem")
+    p.add_argument("--days", type=int, default=398)
+    p.set_defaults(func=cmd_uplink_sign, handler=cmd_uplink_sign)

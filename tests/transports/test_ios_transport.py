@@ -1,0 +1,251 @@
+"""The iOS transport and the usbmuxd source against the simulated iPhone bench.
+
+pymobiledevice3 talks to the fake usbmuxd + lockdownd for real; nothing is mocked. Each
+test runs on a fast bench clock (a 135-second erase takes ~1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pymobiledevice3.services.diagnostics import DiagnosticsService
+
+from wipeagent.clock import Clock
+from wipeagent.errors import DeviceGone, NotAuthorised, ProtocolError
+from wipeagent.platforms.ios.driver import IosDriver
+from wipeagent.sim.ios import SimIosBench
+from wipeagent.sources import PhoneArrival, PhoneDeparture, PhoneNotice, SourceEvent
+from wipeagent.sources.usbmux import UsbmuxSource, UsbmuxWireError, parse_attached, slot_label
+from wipeagent.transports.ios import (
+    TRUST_HINT,
+    USBMUXD_HINT,
+    IosSettings,
+    UsbmuxAddress,
+    connect_ios,
+    load_pair_record,
+)
+
+SPEED = 100.0
+SETTINGS = IosSettings(pair_timeout_s=30, command_timeout_s=20, poll_interval_s=1)
+
+
+def profile(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n{body}', encoding="utf-8")
+    return path
+
+
+@contextlib.asynccontextmanager
+async def bench_of(*phones: str | Path) -> AsyncIterator[tuple[SimIosBench, UsbmuxAddress]]:
+    async with SimIosBench(list(phones), clock=Clock(SPEED)) as bench:
+        yield bench, UsbmuxAddress.parse(bench.address)
+
+
+# --- addresses -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "library"), [
+    ("", None),
+    ("127.0.0.1:27015", "127.0.0.1:27015"),
+    ("/run/usbmuxd", "/run/usbmuxd"),
+    ("UNIX:/var/run/usbmuxd", "/var/run/usbmuxd"),
+])
+def test_usbmuxd_address_forms(text: str, library: str | None) -> None:
+    assert UsbmuxAddress.parse(text).library == library
+
+
+@pytest.mark.parametrize("text", ["localhost", "host:0", "host:99999", ":27015", "a:b"])
+def test_bad_usbmuxd_address_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="usbmuxd address"):
+        UsbmuxAddress.parse(text)
+
+
+# --- pairing -------------------------------------------------------------------------------
+
+
+async def test_pairs_once_then_reuses_the_stored_record(tmp_path: Path) -> None:
+    # Nobody answers a second prompt: the second connection must not need one.
+    waits = profile(tmp_path, "waits", "[trust]\nauto_accept = false\n")
+    async with bench_of(waits) as (bench, address):
+        udid = bench.phones[0].udid
+        records = tmp_path / "records"
+        clock = bench.clock
+        bench.trust(udid)
+        conn = await connect_ios(udid, address, records, clock, SETTINGS)
+        assert conn.paired
+        assert conn.values["SerialNumber"] == bench.phones[0].serial_number
+        await conn.close()
+        path = records / f"{udid}.plist"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds private keys
+        record = load_pair_record(records, udid)
+        assert record is not None and "EscrowBag" in record
+        again = await connect_ios(udid, address, records, clock, SETTINGS)
+        assert again.paired
+        await again.close()
+
+
+async def test_waits_for_trust_without_blocking_the_loop(tmp_path: Path) -> None:
+    waits = profile(tmp_path, "waits", "[trust]\nauto_accept = false\n")
+    async with bench_of(waits) as (bench, address):
+        udid = bench.phones[0].udid
+        clock = bench.clock
+        lag = 0.0
+
+        async def ticker() -> None:
+            nonlocal lag
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                lag = max(lag, time.monotonic() - before - 0.01)
+
+        tick = asyncio.create_task(ticker())
+        task = asyncio.create_task(connect_ios(udid, address, tmp_path / "r", clock, SETTINGS))
+        await clock.sleep(5)
+        assert not task.done()  # still waiting for the person
+        bench.trust(udid)
+        conn = await asyncio.wait_for(task, 10)
+        tick.cancel()
+        assert conn.paired
+        await conn.close()
+        # Key generation ran in the executor: the loop never stalled for long.
+        assert lag < 0.5, lag
+
+
+async def test_passcode_locked_phone_times_out_with_the_trust_hint(tmp_path: Path) -> None:
+    async with bench_of("passcode_locked") as (bench, address):
+        udid = bench.phones[0].udid
+        settings = IosSettings(pair_timeout_s=10, poll_interval_s=1)
+        with pytest.raises(NotAuthorised, match="locked with a passcode") as info:
+            await connect_ios(udid, address, tmp_path / "r", bench.clock, settings)
+        assert info.value.hint == TRUST_HINT
+        # The person unlocks while the bench waits: pairing then goes through.
+        task = asyncio.create_task(connect_ios(udid, address, tmp_path / "r", bench.clock,
+                                               SETTINGS))
+        await bench.clock.sleep(3)
+        bench.unlock(udid)
+        conn = await asyncio.wait_for(task, 10)
+        assert conn.paired
+        await conn.close()
+
+
+async def test_dont_trust_is_not_authorised(tmp_path: Path) -> None:
+    denies = profile(tmp_path, "denies", "[trust]\ndeny = true\nauto_accept_after = 1.0\n")
+    async with bench_of(denies) as (bench, address):
+        settings = IosSettings(pair_timeout_s=6, poll_interval_s=1)
+        with pytest.raises(NotAuthorised, match="Don't Trust"):
+            await connect_ios(bench.phones[0].udid, address, tmp_path / "r", bench.clock,
+                              settings)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+async def test_absent_phone_and_absent_usbmuxd_are_device_gone(tmp_path: Path) -> None:
+    async with bench_of("clean") as (bench, address):
+        udid = bench.phones[0].udid
+        bench.unplug(udid)
+        with pytest.raises(DeviceGone):
+            await connect_ios(udid, address, tmp_path / "r", bench.clock, SETTINGS)
+    nothing = UsbmuxAddress(path=str(tmp_path / "no-usbmuxd.sock"))
+    with pytest.raises(DeviceGone) as info:
+        await connect_ios("00008101-00F51CAC22442BD4", nothing, tmp_path / "r", Clock(SPEED),
+                          SETTINGS)
+    assert info.value.hint == USBMUXD_HINT
+
+
+@pytest.mark.parametrize("fault", ["malformed_values", "oversized_frame", "tls_failure"])
+async def test_misbehaving_phone_is_a_protocol_error(tmp_path: Path, fault: str) -> None:
+    bad = profile(tmp_path, "bad", f"[trust]\nauto_accept_after = 1.0\n[faults]\n{fault} = true\n")
+    async with bench_of(bad, "clean") as (bench, address):
+        started = time.monotonic()
+        with pytest.raises(ProtocolError):
+            await connect_ios(bench.phones[0].udid, address, tmp_path / "r", bench.clock,
+                              SETTINGS)
+        assert time.monotonic() - started < 5  # refused at once, not read to 64 MiB
+        # The other phone on the same usbmuxd is unaffected.
+        good = await connect_ios(bench.phones[1].udid, address, tmp_path / "r", bench.clock,
+                                 SETTINGS)
+        assert good.paired
+        await good.close()
+
+
+async def test_services_and_missing_values(tmp_path: Path) -> None:
+    async with bench_of("worn_battery") as (bench, address):
+        conn = await connect_ios(bench.phones[0].udid, address, tmp_path / "r", bench.clock,
+                                 SETTINGS)
+        try:
+            async with conn.service(DiagnosticsService) as diag:
+                battery = await conn.call("battery", diag.get_battery())
+            assert battery["CycleCount"] == 1150
+            assert await conn.get_value("com.apple.no-such-domain") is None
+            assert (await conn.get_value("com.apple.fmip")) == {"IsAssociated": False}
+        finally:
+            await conn.close()
+
+
+# --- the usbmuxd source ----------------------------------------------------------------------
+
+
+def test_attached_messages_are_validated() -> None:
+    props = {"SerialNumber": "00008101000A1B2C3D4E5F60", "LocationID": 0x00030007,
+             "ConnectionType": "USB"}
+    att = parse_attached({"DeviceID": 4, "Properties": props})
+    assert att.udid == "00008101-000A1B2C3D4E5F60"
+    assert slot_label(att.location, att.udid) == "usb:003:007"
+    assert slot_label(None, att.udid) == "ios:00008101-000"
+    for bad in ("../../etc/passwd", "$(reboot)", "x" * 300, 42):
+        with pytest.raises(UsbmuxWireError):
+            parse_attached({"DeviceID": 1, "Properties": {**props, "SerialNumber": bad}})
+
+
+async def _next(events: AsyncIterator[SourceEvent], clock: Clock) -> SourceEvent:
+    return await clock.wait_for(anext(events), 200)
+
+
+async def test_source_follows_attach_and_detach(tmp_path: Path) -> None:
+    async with bench_of("clean") as (bench, address):
+        clock = bench.clock
+        source = UsbmuxSource(address, lambda u: IosDriver(u, address, tmp_path, clock), clock)
+        events = source.events()
+        try:
+            udid = bench.phones[0].udid
+            first = await _next(events, clock)
+            assert isinstance(first, PhoneArrival) and first.key == f"ios:{udid}"
+            assert first.slot == slot_label(bench.usbmuxd.location(udid), udid)
+            assert isinstance(first.make_driver(), IosDriver)
+            bench.unplug(udid)
+            gone = await _next(events, clock)
+            assert isinstance(gone, PhoneDeparture) and gone.key == first.key
+            bench.plug(udid)
+            back = await _next(events, clock)
+            assert isinstance(back, PhoneArrival) and back.key == first.key
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_source_reports_missing_usbmuxd_and_reconnects(tmp_path: Path) -> None:
+    sock = str(tmp_path / "usbmuxd.sock")
+    address = UsbmuxAddress(path=sock)
+    clock = Clock(SPEED)
+    source = UsbmuxSource(address, lambda u: IosDriver(u, address, tmp_path, clock), clock,
+                          max_backoff_s=2)
+    events = source.events()
+    try:
+        notice = await _next(events, clock)
+        assert isinstance(notice, PhoneNotice) and notice.hint == USBMUXD_HINT
+        async with SimIosBench(["clean"], clock=clock, socket_path=sock) as bench:
+            seen = [await _next(events, clock) for _ in range(2)]
+            arrivals = [e for e in seen if isinstance(e, PhoneArrival)]
+            assert [a.key for a in arrivals] == [f"ios:{bench.phones[0].udid}"]
+        # usbmuxd went away: the phone departs, the technician is told.
+        after = [await _next(events, clock) for _ in range(2)]
+        assert any(isinstance(e, PhoneDeparture) for e in after)
+        assert any(isinstance(e, PhoneNotice) and e.hint == USBMUXD_HINT for e in after)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,140 @@
+"""A client for the control API over its unix socket (aiohttp UnixConnector)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import aiohttp
+
+from wipeagent.clock import REAL_TIME, Clock
+from wipeagent.errors import WipeAgentError
+
+DEFAULT_SOCKET = "/run/wipeagent/control.sock"
+MAX_RESPONSE = 16 << 20  # a PDF or a long status; anything larger is refused
+
+
+class ControlApiError(WipeAgentError):
+    """The agent refused a request (`code` from its answer) or could not be reached."""
+
+    code = "control_api"
+    default_hint = "is the agent running? (systemctl status wipeagent)"
+
+    def __init__(self, code: str, message: str, *, status: int = 0,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.status = status
+
+
+class ControlClient:
+    """`async with ControlClient(path) as c: await c.status()`."""
+
+    def __init__(self, socket_path: Path | str = DEFAULT_SOCKET, *,
+                 clock: Clock = REAL_TIME, timeout_s: float = 30.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.clock = clock
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(self.socket_path)),
+            base_url="http://wipeagent",
+        )
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, *, body: Any = None,
+                      params: dict[str, str] | None = None) -> tuple[bytes, str]:
+        """Body and content type of a successful answer, or ControlApiError."""
+        if self._session is None:
+            raise RuntimeError("use `async with ControlClient(...)`")
+        try:
+            async with (self.clock.timeout(self.timeout_s),
+                        self._session.request(method, path, json=body,
+                                              params=params) as response):
+                    length = response.content_length or 0
+                    if length > MAX_RESPONSE:
+                        raise ControlApiError("too_large", "the answer is too large")
+                    data = await response.content.read(MAX_RESPONSE + 1)
+                    if len(data) > MAX_RESPONSE:
+                        raise ControlApiError("too_large", "the answer is too large")
+                    if response.status >= 400:
+                        raise _refusal(response.status, data)
+                    return data, response.content_type
+        except TimeoutError as exc:
+            raise ControlApiError("timeout", f"no answer from {self.socket_path} within "
+                                  f"{self.timeout_s:g} s") from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise ControlApiError("unreachable", f"cannot reach the agent at "
+                                  f"{self.socket_path}: {exc}") from exc
+
+    async def call(self, method: str, path: str, body: Any = None,
+                   params: dict[str, str] | None = None) -> Any:
+        """A JSON request and its decoded JSON answer."""
+        data, _ = await self.request(method, path, body=body, params=params)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ControlApiError("bad_answer", "the agent's answer is not JSON") from exc
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", "/status")
+        return result
+
+    async def login(self, operator: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("POST", "/login", {"operator": operator})
+        return result
+
+    async def logout(self) -> None:
+        await self.call("POST", "/logout")
+
+    async def confirm(self, slot: str, *, session_id: str | None = None,
+                      serial: str | None = None) -> dict[str, Any]:
+        body = {k: v for k, v in (("session_id", session_id), ("serial", serial)) if v}
+        result: dict[str, Any] = await self.call("POST", f"/slots/{_q(slot)}/confirm", body)
+        return result
+
+    async def abort(self, slot: str, *, session_id: str | None = None,
+                    serial: str | None = None) -> dict[str, Any]:
+        body = {k: v for k, v in (("session_id", session_id), ("serial", serial)) if v}
+        result: dict[str, Any] = await self.call("POST", f"/slots/{_q(slot)}/abort", body)
+        return result
+
+    async def certificate(self, certificate_id: str) -> bytes:
+        data, _ = await self.request("GET", f"/certificates/{_q(certificate_id)}")
+        return data
+
+    async def certificate_pdf(self, certificate_id: str, language: str = "en") -> bytes:
+        data, _ = await self.request("GET", f"/certificates/{_q(certificate_id)}/pdf",
+                                     params={"lang": language})
+        return data
+
+    async def add_intake(self, entries: list[dict[str, str]], *, source: str = "api",
+                         replace: bool = False) -> int:
+        result = await self.call("POST", "/intake", {"entries": entries, "source": source,
+                                                     "replace": replace})
+        return int(result["added"])
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _refusal(status: int, body: bytes) -> ControlApiError:
+    try:
+        data = json.loads(body)
+        return ControlApiError(str(data["error"])[:64], str(data["message"])[:500],
+                               status=status, hint=str(data.get("hint") or "")[:300] or None)
+    except (ValueError, KeyError, TypeError):
+        return ControlApiError("http_error", f"the agent answered HTTP {status}",
+                               status=status)
