@@ -93,12 +93,13 @@ async def build_agent(
     extra_endpoints: list[str] | None = None,
     extra_sources: list[DeviceSource] | None = None,
     usb: bool = False,
+    ios: bool = False,
 ) -> tuple[Agent, Store, StoreCertifier]:
     """Open the journal, load keys and make the Agent. The caller closes the store.
 
-    `usb` watches this machine's real USB ports (config.usb.enabled permitting). It is off
-    unless asked for (the service asks), so the demo and the tests can never reach a
-    phone plugged into a developer's machine."""
+    `usb` watches this machine's real USB ports and `ios` the system's usbmuxd (each as
+    config.usb / config.ios permit). Both are off unless asked for (the service asks), so
+    the demo and the tests can never reach a phone plugged into a developer's machine."""
     paths = Paths(config.state_path)
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o750)
     signer, development = load_signer(config, paths)
@@ -121,6 +122,10 @@ async def build_agent(
         from wipeagent.sources.usb import make_usb_source
 
         sources.append(make_usb_source(config, clock, key, settings))
+    if ios and config.ios.enabled:
+        from wipeagent.sources.usbmux import make_usbmux_source
+
+        sources.append(make_usbmux_source(config, clock, paths.root))
     p = config.policy
     agent = Agent(
         sources=sources,

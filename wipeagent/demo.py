@@ -212,9 +212,8 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
         agent, store, certifier = await build_agent(
             config, clock=clock, observer=observe,
             extra_endpoints=[p.address for p in by_slot.values() if p.platform == "android"],
+            extra_sources=[make_usbmux_source(config, clock, config.state_path)],
         )
-        agent.sources = [*agent.sources,
-                         make_usbmux_source(config, clock, config.state_path)]
         try:
             if console.is_terminal and not json_out:
                 with Live(_table(rows), console=console, refresh_per_second=8) as live_:

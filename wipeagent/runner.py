@@ -366,7 +366,8 @@ class Service:
         config = self.config
         _check_sources(config)
         agent, store, certifier = await build_agent(config, clock=self.clock, gate=deny_all,
-                                                    observer=self._observe, usb=True)
+                                                    observer=self._observe, usb=True,
+                                                    ios=True)
         ctx = RunContext(config, self.config_path, self.clock, agent, store, certifier,
                          self.notifier, self.summary)
         ctx.observers += [EventLogger(serial_of=ctx.serial_of), self.summary]

@@ -12,9 +12,11 @@ instead of starting again.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -131,6 +133,25 @@ class _State:
                 tuple(data["exceptions"]),
                 tuple(data.get("codes", ())),
             )
+
+
+async def _to_the_end(step: Coroutine[Any, Any, None]) -> None:
+    """Once `step` has begun, run it to its end even if the caller is cancelled meanwhile
+    (bounded by the step's own timeouts), then let the cancellation through. A step that
+    had not begun is dropped. A second cancellation (a shutdown that will not wait) is not
+    held back."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if inspect.getcoroutinestate(step) == inspect.CORO_CREATED:
+            task.cancel()  # not begun: nothing journaled, nothing sent
+            raise
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("erase start failed while the agent was stopping: %s",
+                        task.exception())
+        raise
 
 
 def _dump(checks: list[CheckResult]) -> list[dict[str, Any]]:
@@ -305,14 +326,10 @@ class DeviceSession:
         if s.erase is None:
             # Journal first: if the agent dies after sending the command, the resumed
             # session knows an erase may have happened and will verify, never assume.
-            record = EraseRecord(plan=plan, started_at=self.clock.now())
-            await self._journal("erase_started", {"erase": record.model_dump(mode="json")})
-            if plan.manual:
-                self._emit("manual_reset", "waiting for the technician to reset the phone",
-                           instructions=plan.instructions)
-            else:
-                self._emit("erase", plan.method)
-            await self.driver.start_erase(plan)
+            # A cancellation (agent stopping) must not split the journal entry from the
+            # command: `erase_started` journaled but the command never sent leaves a phone
+            # that is waited for and then certified not_erased for nothing.
+            await _to_the_end(self._begin_erase(plan))
         if s.returned is None and resumed:
             await self._probe_after_restart(plan, s.canary)
         if s.returned is None:
@@ -338,6 +355,16 @@ class DeviceSession:
             checks = await self.driver.verify(s.identity, plan, s.canary)
             await self._journal("verify", {"checks": _dump(checks)})
         return decide(plan, s.verification)
+
+    async def _begin_erase(self, plan: ErasePlan) -> None:
+        record = EraseRecord(plan=plan, started_at=self.clock.now())
+        await self._journal("erase_started", {"erase": record.model_dump(mode="json")})
+        if plan.manual:
+            self._emit("manual_reset", "waiting for the technician to reset the phone",
+                       instructions=plan.instructions)
+        else:
+            self._emit("erase", plan.method)
+        await self.driver.start_erase(plan)
 
     async def _probe_after_restart(self, plan: ErasePlan, canary: Canary) -> None:
         """The agent stopped after the erase started. If the phone went through its reset

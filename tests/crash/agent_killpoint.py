@@ -15,11 +15,14 @@ WIPEAGENT_CRASH_AT:
     certificate      after the certificate and its chain link are committed, before the
                      `certified` step is journaled
     term:POINT       the same points, but SIGTERM (a graceful stop) instead of SIGKILL
+    term-during:step:NAME   SIGTERM just before the commit of step NAME, so the stop is
+                     handled while that commit is in flight
 Without it this is plain `wipeagent run`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -42,8 +45,9 @@ def _die() -> None:
 def install(spec: str) -> None:
     """Wrap the Store method that makes the chosen commit (fault injection, child only)."""
     global _SIGNAL
-    if spec.startswith("term:"):
-        _SIGNAL, spec = signal.SIGTERM, spec.removeprefix("term:")
+    before = spec.startswith("term-during:")
+    if spec.startswith(("term:", "term-during:")):
+        _SIGNAL, spec = signal.SIGTERM, spec.partition(":")[2]
     kind, _, name = spec.partition(":")
     cls: Any = store.Store
     if kind == "step":
@@ -51,8 +55,18 @@ def install(spec: str) -> None:
 
         async def journal_then_die(self: store.Store, session_id: str, step: str,
                                    data: dict[str, Any], **kw: Any) -> None:
+            if before and step == name:
+                # The race seen in a real run: the stop's cancellation reaches the session
+                # while this commit is in flight; the commit lands, the session's await of
+                # it raises CancelledError. Made certain here: the commit goes ahead in its
+                # own task while the session waits where the cancellation will find it.
+                commit = asyncio.ensure_future(journal(self, session_id, step, data, **kw))
+                _die()
+                await asyncio.sleep(0.3)  # the stop's cancellation arrives within this
+                await commit
+                return
             await journal(self, session_id, step, data, **kw)
-            if step == name:
+            if step == name and not before:
                 _die()
 
         cls.journal = journal_then_die

@@ -283,7 +283,7 @@ socket = "{self.tmp / 'control.sock'}"
         """One agent run to its end: killed at `crash_at`, or finished (exit 0)."""
         run = await self.start_agent(crash_at=crash_at)
         rc = await run.wait()
-        expected = -signal.SIGKILL if crash_at and not crash_at.startswith("term:") else 0
+        expected = -signal.SIGKILL if crash_at and not crash_at.startswith("term") else 0
         assert rc == expected, f"agent exited {rc}, expected {expected}:\n{run.tail()}"
         return run
 

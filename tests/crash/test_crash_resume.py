@@ -168,11 +168,15 @@ async def test_sigterm_pauses_and_restart_resumes(tmp_path: Path, stop_at: str) 
         assert phone.counters.factory_resets == 1
 
 
-async def test_sigterm_right_after_erase_started_still_sends_the_erase(tmp_path: Path) -> None:
-    """A graceful stop that lands between journaling `erase_started` and the erase command
-    must not cut the command off halfway: it is sent, the phone resets, and the restarted
-    agent verifies it (not a not_erased after a reboot timeout)."""
+@pytest.mark.parametrize("stop", ["term-during:step:erase_started",
+                                  "term:step:erase_started"])
+async def test_sigterm_at_erase_started_still_sends_the_erase(tmp_path: Path,
+                                                             stop: str) -> None:
+    """A graceful stop that lands while `erase_started` is being journaled, or right
+    after, must not separate the journal entry from the erase command: the command is
+    sent, the phone resets, and the restarted agent verifies it (instead of waiting out
+    the reboot timeout for a reset that was never asked for and certifying not_erased)."""
     async with CrashBench(tmp_path, ["pixel8-clean"]) as bench:
-        outcomes = await crash_and_resume(bench, "term:step:erase_started")
+        outcomes = await crash_and_resume(bench, stop)
         assert outcomes == {"pixel8-clean": "erased"}
         assert bench.phone("pixel8-clean").counters.factory_resets == 1
