@@ -87,12 +87,18 @@ async def test_metacharacters_never_reach_a_shell(tmp_path: Path) -> None:
     assert entry.phone.counters.power_cycles == 0, history
 
 
-async def test_demo_ends_as_every_profile_expects(tmp_path: Path) -> None:
+async def test_demo_ends_as_every_profile_expects_and_delivers(tmp_path: Path) -> None:
     buffer = io.StringIO()
-    code = await run_demo(tmp_path / "out", speed=50, console=Console(file=buffer, width=200))
+    code = await run_demo(tmp_path / "out", speed=50, console=Console(file=buffer, width=200),
+                          platform=True)
     log = buffer.getvalue()
     assert code == 0, log
-    assert "6/6 phones ended as their profiles expect" in log
+    assert "12/12 phones ended as their profiles expect" in log
+    # Every certificate reached the reference receiver over mutual TLS, exactly once.
+    issued = sorted((tmp_path / "out/state/certificates").glob("*.jws.json"))
+    received = sorted((tmp_path / "out/state/platform/received").iterdir())
+    assert len(received) == len(issued) > 0
+    assert f"delivered {len(issued)}/{len(issued)} certificates" in log
 
 
 @pytest.mark.hardware

@@ -19,7 +19,8 @@ Handler = Callable[[argparse.Namespace], int]
 def _cmd_demo(args: argparse.Namespace) -> int:
     from wipeagent.demo import run_demo
 
-    return asyncio.run(run_demo(Path(args.out), speed=args.speed, json_out=args.json))
+    return asyncio.run(run_demo(Path(args.out), speed=args.speed, json_out=args.json,
+                                platform=args.platform))
 
 
 def _cmd_sim_android(args: argparse.Namespace) -> int:
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=20.0,
                    help="bench clock speed factor (default 20: a 60 s reboot takes 3 s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--platform", action="store_true",
+                   help="also deliver every certificate to a reference receiver (mutual TLS)")
     p.set_defaults(handler=_cmd_demo)
 
     sim = sub.add_parser("sim", help="simulated phones").add_subparsers(

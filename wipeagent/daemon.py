@@ -77,6 +77,7 @@ class Agent:
 
     def _session(self, arrival: PhoneArrival) -> DeviceSession:
         return DeviceSession(
+            present_at_start=arrival.present_at_start,
             slot=arrival.slot,
             driver=arrival.make_driver(),
             store=self.store,

@@ -35,6 +35,7 @@ from wipeagent.sim.android.phone import SimAndroidPhone
 from wipeagent.sim.android.profiles import list_profiles
 from wipeagent.sim.ios import SimIosBench, available_profiles, load_profile
 from wipeagent.sources.usbmux import make_usbmux_source, slot_label
+from wipeagent.uplink.demo import DemoPlatform
 
 DEFAULT_SPEED = 20.0
 
@@ -166,7 +167,9 @@ def check_expectation(profile: Expectation, result: SessionResult | None,
 
 
 async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = False,
-                   console: Console | None = None) -> int:
+                   console: Console | None = None, platform: bool = False) -> int:
+    """Run the simulated bench; with `platform`, also deliver every certificate to a
+    reference receiver (mutual TLS, idempotency keys) and verify what it received."""
     # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give it room.
     console = console or Console(width=None if Console().is_terminal else 120)
     await asyncio.to_thread(_fresh_output, out)
@@ -222,11 +225,20 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
                 live = None
             else:
                 results = await agent.run(until=lambda a: a.completed >= len(by_slot))
+            delivery_ok = True
+            if platform:
+                async with DemoPlatform(config.state_path, clock,
+                                        station_id=config.station.id) as receiver:
+                    report = await receiver.deliver(store)
+                delivery_ok = report.finished and report.delivered == report.total
+                if not json_out:
+                    console.print(Text(report.summary("the reference receiver")))
         finally:
             await store.close()
 
-    return _summarise(results, by_slot, cert_dir=certifier.out_dir, out=out,
+    code = _summarise(results, by_slot, cert_dir=certifier.out_dir, out=out,
                       json_out=json_out, console=console)
+    return code if delivery_ok else 1
 
 
 def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,

@@ -65,8 +65,9 @@ class Certifier(Protocol):
     async def certify(self, record: SessionRecord) -> CertificateRow: ...
 
 
-# Returns True when a technician (or the policy) allows this phone to be erased.
-EraseGate = Callable[["DeviceSession", DeviceIdentity, ErasePlan], Awaitable[bool]]
+# True when a technician (or the policy) allows this phone to be erased; False (not
+# confirmed) or a Refusal with its own reason code and hint when not.
+EraseGate = Callable[["DeviceSession", DeviceIdentity, ErasePlan], Awaitable[bool | Refusal]]
 
 
 async def allow_all(_s: DeviceSession, _i: DeviceIdentity, _p: ErasePlan) -> bool:
@@ -102,6 +103,7 @@ class _State:
     verification: list[CheckResult] = field(default_factory=list)
     decision: Decision | None = None
     started_at: datetime | None = None
+    operator: str | None = None  # who confirmed the erase (policy confirm)
 
     def apply(self, step: str, data: dict[str, Any]) -> None:
         """Replay one journaled step."""
@@ -123,6 +125,8 @@ class _State:
                 self.erase = self.erase.model_copy(
                     update={"ended_at": datetime.fromisoformat(data["at"])}
                 )
+        elif step == "confirmed":
+            self.operator = data.get("operator")
         elif step == "verify":
             self.verification = [CheckResult.model_validate(c) for c in data["checks"]]
         elif step == "outcome":
@@ -176,6 +180,7 @@ class DeviceSession:
         operator: str | None = None,
         observer: Observer | None = None,
         session_id: str | None = None,
+        present_at_start: bool = False,
     ) -> None:
         self.slot = slot
         self.driver = driver
@@ -189,6 +194,8 @@ class DeviceSession:
         self.operator = operator
         self.observer = observer
         self.session_id = session_id or str(uuid.uuid4())
+        # The phone was already plugged in when the agent (re)started (coldplug).
+        self.present_at_start = present_at_start
         self.state = _State()
         # The identity this run of the session read from the phone (not the journal's).
         self._identified: DeviceIdentity | None = None
@@ -214,17 +221,17 @@ class DeviceSession:
         await self.store.journal(self.session_id, step, data, **kw)
         self.state.apply(step, data)
 
-    async def _adopt_unfinished(self, identity: DeviceIdentity) -> None:
+    async def _adopt_unfinished(self, identity: DeviceIdentity) -> bool:
         """If this phone has an unfinished session in the journal, continue that one."""
         prior = await self.store.open_session_for(identity.serial, exclude=self.session_id)
         if prior is None:
-            return
+            return False
         steps = await self.store.steps(prior.id)
         replayed = _State()
         for row in steps:
             replayed.apply(row.step, row.data)
         if replayed.identity is not None and replayed.identity.mismatches(identity):
-            return  # same serial string, different hardware: not the same phone
+            return False  # same serial string, different hardware: not the same phone
         await self.store.journal(
             self.session_id, "superseded", {"resumed": prior.id}, state="done",
             outcome="superseded",
@@ -233,6 +240,25 @@ class DeviceSession:
         self.session_id = prior.id
         replayed.started_at = datetime.fromisoformat(prior.created_at)
         self.state = replayed
+        if replayed.operator:
+            self.operator = replayed.operator
+        return True
+
+    async def _already_certified(self, identity: DeviceIdentity) -> SessionResult | None:
+        """A phone that was already on the bench when the agent started, and whose last
+        session here ended with a certificate, is not processed again: the agent may have
+        been restarted after certifying it, before the technician took it away. Processing
+        it again takes a deliberate unplug and re-plug."""
+        row = await self.store.last_certificate_for_serial(identity.serial)
+        if row is None:
+            return None
+        message = ("already certified before the agent started; unplug the phone and plug "
+                   "it in again to process it again")
+        await self._journal("ended", {"reason": message, "certificate_id": row.certificate_id},
+                            state="done", outcome="already_certified")
+        self._emit("done", message)
+        return SessionResult(self.session_id, self.slot, Outcome(row.outcome), identity,
+                             (message,), (), row, None, ("already_certified",))
 
     async def _end_unidentified(self) -> None:
         """End earlier sessions on this slot that stopped before their phone was
@@ -273,9 +299,14 @@ class DeviceSession:
             )
             self._emit("identify", f"{identity.manufacturer} {identity.model} "
                                    f"serial {identity.serial}")
-            await self._adopt_unfinished(identity)
+            adopted = await self._adopt_unfinished(identity)
+            s = self.state  # adoption replaces the state with the journal's
             if s.identity is None:
                 s.identity = identity
+            if not adopted and self.present_at_start:
+                earlier = await self._already_certified(identity)
+                if earlier is not None:
+                    return earlier
 
             if s.decision is None and s.erase is None:
                 decision = await self._before_erase(identity)
@@ -309,7 +340,10 @@ class DeviceSession:
             return not_erased(f"{s.refusal.message} ({s.refusal.hint})", code=s.refusal.code)
         assert s.plan is not None
         self._emit("plan", f"{s.plan.technique} ({s.plan.category.value})")
-        if not await self.gate(self, identity, s.plan):
+        verdict = await self.gate(self, identity, s.plan)
+        if isinstance(verdict, Refusal):
+            return not_erased(f"{verdict.message} ({verdict.hint})", code=verdict.code)
+        if verdict is not True:
             return not_erased("the erase was not confirmed by a technician",
                               code="not_confirmed")
         if s.canary is None:

@@ -358,6 +358,19 @@ class Store:
 
         return await self._run(append)
 
+    async def last_certificate_for_serial(self, serial: str) -> CertificateRow | None:
+        """The newest certificate of the phone with this serial, if any."""
+
+        def read(db: sqlite3.Connection) -> CertificateRow | None:
+            columns = ", ".join(f"c.{c.strip()}" for c in _CERT_COLUMNS.split(","))
+            query = (f"SELECT {columns} FROM certificates c"  # noqa: S608 - constant columns
+                     " JOIN sessions s ON s.id = c.session_id WHERE s.serial = ?"
+                     " ORDER BY c.created_at DESC, c.sequence DESC LIMIT 1")
+            row = db.execute(query, (serial,)).fetchone()
+            return CertificateRow(*row) if row else None
+
+        return await self._run(read)
+
     async def certificate_for(self, session_id: str) -> CertificateRow | None:
         def read(db: sqlite3.Connection) -> CertificateRow | None:
             row = db.execute(

@@ -106,6 +106,7 @@ async def test_intake_policy_erases_only_booked_in_phones(control_bench: Any) ->
         results = await h.results()
         assert results["pixel8-clean"].outcome is Outcome.ERASED
         assert results["unencrypted"].outcome is Outcome.NOT_ERASED
+        assert results["unencrypted"].codes == ("not_booked_in",)
         assert h.sim.phone("BLH4XC6LYP4TZD9P").counters.power_cycles == 0
         steps = await h.store.steps(results["pixel8-clean"].session_id)
         booked = next(s for s in steps if s.step == "booked_in")

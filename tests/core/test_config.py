@@ -47,3 +47,10 @@ def test_toml_syntax_error_has_line() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(Path("/nonexistent/agent.toml"))
+
+
+def test_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).parents[2] / "scripts" / "agent.example.toml"
+    config = load_config(example)
+    assert config.policy.erase == "confirm"  # the safe default is what ships
+    assert config.usb.enabled and config.ios.enabled

@@ -227,3 +227,69 @@ async def test_crash_before_certify_issues_exactly_one_certificate(store: Store)
     assert "erase" not in second.calls and "verify" not in second.calls
     assert len(certifier.issued) == 1
     assert len(await store.certificates()) == 1
+
+
+async def test_certified_phone_present_at_start_is_not_processed_again(store: Store) -> None:
+    first, certifier = make(ScriptedDriver(), store)
+    assert (await first.run()).outcome is Outcome.ERASED
+    # The agent restarts with the phone still plugged in: nothing is asked of it.
+    again = ScriptedDriver()
+    session = DeviceSession(slot="slot-1", driver=again, store=store, certifier=certifier,
+                            station=StationInfo(station_id="st"), policy=ErasePolicy(),
+                            clock=Clock(1000), present_at_start=True)
+    result = await session.run()
+    assert result.codes == ("already_certified",)
+    assert result.certificate is not None
+    assert result.certificate.session_id == first.session_id
+    assert "erase" not in again.calls and "diagnose" not in again.calls
+    assert len(await store.certificates()) == 1
+
+
+async def test_certified_phone_replugged_is_processed_again(store: Store) -> None:
+    first, _ = make(ScriptedDriver(), store)
+    await first.run()
+    replugged = ScriptedDriver()
+    second, _ = make(replugged, store)  # arrived after the agent started
+    result = await second.run()
+    assert result.outcome is Outcome.ERASED
+    assert "erase" in replugged.calls
+    assert len(await store.certificates()) == 2
+
+
+async def test_gate_refusal_carries_its_own_code(store: Store) -> None:
+    async def intake(_s, _i, _p):  # type: ignore[no-untyped-def]
+        return Refusal(code="not_booked_in", message="not booked in",
+                       hint="book the phone in on the platform")
+
+    driver = ScriptedDriver()
+    session = DeviceSession(slot="s", driver=driver, store=store,
+                            certifier=CountingCertifier(store),
+                            station=StationInfo(station_id="st"), policy=ErasePolicy(),
+                            clock=Clock(1000), gate=intake)
+    result = await session.run()
+    assert result.codes == ("not_booked_in",)
+    assert "erase" not in driver.calls and "canary" not in driver.calls
+
+
+async def test_resume_after_erase_started_does_not_ask_the_gate_again(store: Store) -> None:
+    asked: list[str] = []
+
+    async def confirm(session, _i, _p):  # type: ignore[no-untyped-def]
+        asked.append(session.session_id)
+        await store.journal(session.session_id, "confirmed", {"operator": "alice"})
+        session.operator = "alice"
+        return True
+
+    def with_gate(driver: ScriptedDriver) -> DeviceSession:
+        return DeviceSession(slot="s", driver=driver, store=store,
+                             certifier=CountingCertifier(store),
+                             station=StationInfo(station_id="st"), policy=ErasePolicy(),
+                             clock=Clock(1000), gate=confirm)
+
+    with pytest.raises(asyncio.CancelledError):
+        await with_gate(ScriptedDriver(await_return=asyncio.CancelledError())).run()
+    resumed = with_gate(ScriptedDriver())
+    result = await resumed.run()
+    assert result.outcome is Outcome.ERASED
+    assert len(asked) == 1  # confirmed once, before the erase
+    assert result.record is not None and result.record.operator == "alice"

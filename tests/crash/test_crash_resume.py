@@ -32,17 +32,6 @@ EVERY_COMMIT = [
     "step:certified",
 ]
 
-RESTART_REPROCESSES = pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a restarted agent takes a finished phone still on the bench for a "
-           "new arrival and erases and certifies it again (see the crash report)")
-
-
-def _points(*xfail_at: str) -> list[object]:
-    return [pytest.param(p, marks=RESTART_REPROCESSES) if p in xfail_at else p
-            for p in EVERY_COMMIT]
-
-
 async def crash_and_resume(bench: CrashBench, *crash_at: str) -> dict[str, str]:
     """Run the agent once per kill point (each killed there), then once to the end."""
     for point in crash_at:
@@ -53,7 +42,7 @@ async def crash_and_resume(bench: CrashBench, *crash_at: str) -> dict[str, str]:
     return bench.check_invariants(restarted_at, before)
 
 
-@pytest.mark.parametrize("crash_at", _points("step:certified"))
+@pytest.mark.parametrize("crash_at", EVERY_COMMIT)
 async def test_happy_path_kill9_after_every_commit(tmp_path: Path, crash_at: str) -> None:
     async with CrashBench(tmp_path, ["pixel8-clean"]) as bench:
         outcomes = await crash_and_resume(bench, crash_at)

@@ -23,7 +23,7 @@ from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
 from wipeagent.control.bench import BenchState
 from wipeagent.control.intake import IntakeList
-from wipeagent.models import DeviceIdentity, ErasePlan
+from wipeagent.models import DeviceIdentity, ErasePlan, Refusal
 from wipeagent.session import DeviceSession, EraseGate, SessionEvent
 from wipeagent.store import Store
 
@@ -94,14 +94,17 @@ class IntakeGate:
         self.clock = clock
 
     async def __call__(self, session: DeviceSession, identity: DeviceIdentity,
-                       plan: ErasePlan) -> bool:
+                       plan: ErasePlan) -> bool | Refusal:
         entry = await self.intake.match(identity)
         if entry is None:
             _emit(session, self.bench, "intake",
                   f"{_phone(identity)} is not booked in: the phone is not erased",
                   instructions=("book the phone in on the platform (or POST /intake), "
                                 "then unplug it and plug it in again",))
-            return False
+            return Refusal(code="not_booked_in",
+                           message=f"{_phone(identity)} is not booked in for erasure",
+                           hint="book the phone in on the platform, then unplug it and plug "
+                                "it in again")
         if self.bench.operator is not None:
             session.operator = self.bench.operator
         await session.store.journal(session.session_id, "booked_in", {

@@ -27,6 +27,9 @@ class PhoneArrival:
     slot: str
     make_driver: DriverFactory
     description: str = ""
+    # Already plugged in when the source started (coldplug). Such a phone whose last
+    # session ended with a certificate is not processed again until it is re-plugged.
+    present_at_start: bool = False
 
 
 @dataclass(frozen=True)

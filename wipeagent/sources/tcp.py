@@ -58,16 +58,20 @@ class TcpEndpointSource:
         queue: asyncio.Queue[SourceEvent] = asyncio.Queue()
 
         async def watch(endpoint: Endpoint) -> None:
+            first = True
             while True:
                 answer = await self._answers(endpoint)
                 here = answer is True
                 if here and endpoint.slot not in present:
                     present.add(endpoint.slot)
+                    # Answering at the first poll: it was there when the agent started.
                     await queue.put(PhoneArrival(endpoint.slot, endpoint.slot,
-                                                 endpoint.make_driver))
+                                                 endpoint.make_driver,
+                                                 present_at_start=first))
                 elif not here and endpoint.slot in present:
                     present.discard(endpoint.slot)
                     await queue.put(PhoneDeparture(endpoint.slot, endpoint.slot))
+                first = False
                 if isinstance(answer, str):
                     await queue.put(PhoneNotice(endpoint.slot, answer))
                 await self.clock.sleep(self.poll_interval_s)

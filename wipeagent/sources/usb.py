@@ -23,6 +23,7 @@ two sessions must never talk to "the phone with serial X" at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -131,7 +132,12 @@ class UsbSource:
                 return []
             out = self._gone(port, event.phone) if was_adb else []
             return out + await self._arrived(event.phone)
-        return await self._arrived(event.phone)
+        out = await self._arrived(event.phone)
+        if event.coldplug:
+            # Plugged in before the agent started: see PhoneArrival.present_at_start.
+            out = [dataclasses.replace(e, present_at_start=True)
+                   if isinstance(e, PhoneArrival) else e for e in out]
+        return out
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import plistlib
 import struct
@@ -80,8 +81,10 @@ def parse_attached(message: dict[str, Any]) -> Attachment:
     return Attachment(device_id, udid, location, kind if isinstance(kind, str) else "USB")
 
 
-async def read_packet(reader: asyncio.StreamReader) -> dict[str, Any]:
-    """One PLIST packet from usbmuxd, bounded; UsbmuxWireError if malformed."""
+async def read_packet(reader: asyncio.StreamReader, *, typed: bool = True
+                      ) -> dict[str, Any]:
+    """One PLIST packet from usbmuxd, bounded; UsbmuxWireError if malformed. `typed`:
+    require a MessageType (every message but the ListDevices answer has one)."""
     try:
         header = await reader.readexactly(HEADER.size)
         length, version, message, _tag = HEADER.unpack(header)
@@ -96,7 +99,9 @@ async def read_packet(reader: asyncio.StreamReader) -> dict[str, Any]:
         value = plistlib.loads(body)
     except Exception as exc:  # plistlib raises several unrelated types on bad input
         raise UsbmuxWireError(f"usbmuxd sent a bad plist ({type(exc).__name__})") from exc
-    if not isinstance(value, dict) or not isinstance(value.get("MessageType"), str):
+    if not isinstance(value, dict):
+        raise UsbmuxWireError("usbmuxd message is not a dictionary")
+    if typed and not isinstance(value.get("MessageType"), str):
         raise UsbmuxWireError("usbmuxd message without MessageType")
     return value
 
@@ -125,6 +130,32 @@ class UsbmuxSource:
             path = a.path or "/var/run/usbmuxd"
             opening = asyncio.open_unix_connection(path)
         return await self.clock.wait_for(opening, self.connect_timeout_s)
+
+    async def _attached_now(self) -> set[str]:
+        """UDIDs attached right now (ListDevices on its own connection). Phones that were
+        already attached when the source (re)connected are announced as present at start,
+        so a phone certified before an agent restart is not processed again unasked."""
+        reader, writer = await self._open()
+        try:
+            request = plistlib.dumps({"MessageType": "ListDevices",
+                                      "ClientVersionString": "wipeagent",
+                                      "ProgName": "wipeagent", "kLibUSBMuxVersion": 3})
+            writer.write(build_usbmuxd_request(UsbmuxdVersion.PLIST,
+                                               UsbmuxdMessageType.PLIST, 1, request))
+            await self.clock.wait_for(writer.drain(), self.connect_timeout_s)
+            answer = await self.clock.wait_for(read_packet(reader, typed=False),
+                                               self.connect_timeout_s)
+        finally:
+            writer.close()
+        found: set[str] = set()
+        devices = answer.get("DeviceList")
+        for entry in devices if isinstance(devices, list) else []:
+            if isinstance(entry, dict):
+                try:
+                    found.add(parse_attached({"MessageType": "Attached", **entry}).udid)
+                except UsbmuxWireError:
+                    continue
+        return found
 
     async def _listen(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
         request = plistlib.dumps({"MessageType": "Listen", "ClientVersionString": "wipeagent",
@@ -161,6 +192,7 @@ class UsbmuxSource:
                 continue
             attached: dict[int, Attachment] = {}
             try:
+                initial = await self._attached_now()
                 await self._listen(writer, reader)
                 if warned:
                     yield PhoneNotice(SOURCE_SLOT, f"usbmuxd reachable again at {self.address}")
@@ -181,7 +213,11 @@ class UsbmuxSource:
                         if att.connection_type != "USB":
                             continue  # Wi-Fi: never erase a phone that is not on the bench
                         attached[att.device_id] = att
-                        yield self._arrival(att)
+                        arrival = self._arrival(att)
+                        if att.udid in initial:
+                            initial.discard(att.udid)  # only its first Attached
+                            arrival = dataclasses.replace(arrival, present_at_start=True)
+                        yield arrival
                     elif kind == "Detached":
                         gone = attached.pop(message.get("DeviceID"), None)  # type: ignore[arg-type]
                         if gone is not None:
