@@ -1,1 +1,0 @@
-"""What to say to phones: one package per platform. Platforms never open sockets."""

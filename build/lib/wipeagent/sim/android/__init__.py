@@ -1,1 +1,0 @@
-"""The simulated Android phone: state, profiles, and a small shell."""
