@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -87,7 +88,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             results.append({"file": str(path), "valid": False, "reason": "unreadable",
                             "message": exc.strerror or str(exc)})
     started = time.perf_counter()
-    checked = verify_many(blobs, roots, jobs=args.jobs)
+    checked = verify_many(blobs, roots, jobs=args.jobs or os.cpu_count() or 1)
     elapsed = time.perf_counter() - started
     results.extend(checked)
     verified = [
@@ -271,9 +272,10 @@ def register(subparsers: Any) -> None:
                         "to DIR as <certificate_id>.<language>.pdf")
     verify.add_argument("--language", choices=("en", "zh"), default="en",
                         help="PDF language (default en)")
-    verify.add_argument("--jobs", type=int, default=1,
-                        help="worker processes for large batches (default 1; worth it only "
-                        "on idle multi-core machines, see docs/benchmarks.md)")
+    verify.add_argument("--jobs", type=int, default=0,
+                        help="worker processes for large batches (default 0: one per CPU; "
+                        "batches under 200 certificates a worker stay in one process; "
+                        "see docs/benchmarks.md)")
     verify.set_defaults(func=cmd_verify, handler=cmd_verify)
 
     pki_parser = subparsers.add_parser("pki", help="root CA and station certificates")
