@@ -21,6 +21,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -58,7 +59,8 @@ def generate_key(key_type: str) -> SigningKey:
     raise ConfigError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
-def _sign(builder: x509.CertificateBuilder, key: SigningKey) -> x509.Certificate:
+def sign_certificate(builder: x509.CertificateBuilder, key: SigningKey) -> x509.Certificate:
+    """Sign a certificate with a CA key (Ed25519, or ECDSA P-256 with SHA-256)."""
     # Ed25519 signs without a separate digest; ECDSA uses RFC 6979 deterministic nonces so
     # a bad RNG can never leak the CA key (and the test corpus regenerates byte for byte).
     if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -83,7 +85,8 @@ def _write_new(path: Path, data: bytes, *, private: bool) -> None:
     os.chmod(path, mode)  # the umask may have taken bits away from a public file
 
 
-def _key_pem(key: SigningKey) -> bytes:
+def key_pem(key: SigningKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM (written only to 0600 files)."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -147,7 +150,7 @@ def init_ca(
         development=development,
     )
     files = CaFiles(directory / CA_KEY, directory / CA_CERT)
-    _write_new(files.key, _key_pem(key), private=True)
+    _write_new(files.key, key_pem(key), private=True)
     _write_new(files.cert, cert.public_bytes(serialization.Encoding.PEM), private=False)
     return files
 
@@ -184,7 +187,7 @@ def make_ca_certificate(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )
-    return _sign(builder, key)
+    return sign_certificate(builder, key)
 
 
 @dataclass(frozen=True)
@@ -208,23 +211,26 @@ def new_station(
         .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
     )
     files = StationRequest(directory / STATION_KEY, directory / STATION_CSR)
-    _write_new(files.key, _key_pem(key), private=True)
+    _write_new(files.key, key_pem(key), private=True)
     _write_new(files.csr, csr.public_bytes(serialization.Encoding.PEM), private=False)
     return files
 
 
-def issue_station_certificate(
+def issue_leaf_certificate(
     csr: x509.CertificateSigningRequest,
     ca_key: SigningKey,
     ca_cert: x509.Certificate,
     *,
+    usage: x509.ObjectIdentifier = EKU_DOCUMENT_SIGNING,
     validity_days: int = 398,
     now: dt.datetime | None = None,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     serial: int | None = None,
 ) -> x509.Certificate:
-    """The station certificate for a CSR (the CA decides every extension, not the CSR)."""
+    """A station's end-entity certificate for a CSR, with the one extended key usage
+    `usage`: document signing for the station (certificate) key, TLS client auth for the
+    uplink key. The CA decides every extension, not the CSR."""
     if not csr.is_signature_valid:
         raise ConfigError("the CSR's signature is invalid", hint="make a new one: pki new-station")
     cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -260,14 +266,48 @@ def issue_station_certificate(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([EKU_DOCUMENT_SIGNING]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
     )
-    return _sign(builder, ca_key)
+    return sign_certificate(builder, ca_key)
+
+
+def issue_station_certificate(
+    csr: x509.CertificateSigningRequest,
+    ca_key: SigningKey,
+    ca_cert: x509.Certificate,
+    **kw: Any,
+) -> x509.Certificate:
+    """The station (certificate-signing) certificate for a CSR: EKU document signing."""
+    return issue_leaf_certificate(csr, ca_key, ca_cert, usage=EKU_DOCUMENT_SIGNING, **kw)
+
+
+def sign_csr(
+    csr_path: Path,
+    *,
+    ca_key_path: Path,
+    ca_cert_path: Path,
+    out_path: Path,
+    usage: x509.ObjectIdentifier,
+    validity_days: int = 398,
+) -> Path:
+    """Issue a certificate for a CSR file; writes the chain (certificate, then the CA)
+    to a new file (never overwriting one)."""
+    try:
+        csr = x509.load_pem_x509_csr(read_bounded(csr_path, "CSR"))
+    except ValueError as exc:
+        raise ConfigError(f"{csr_path} is not a PEM certificate signing request") from exc
+    ca_key = load_private_key(ca_key_path)
+    ca_cert = load_certificates(ca_cert_path)[0]
+    cert = issue_leaf_certificate(csr, ca_key, ca_cert, usage=usage,
+                                  validity_days=validity_days)
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, ca_cert))
+    _write_new(out_path, pem, private=False)
+    return out_path
 
 
 def sign_station(
@@ -279,16 +319,9 @@ def sign_station(
     validity_days: int = 398,
 ) -> Path:
     """Issue a station certificate; writes the chain (station certificate, then the CA)."""
-    try:
-        csr = x509.load_pem_x509_csr(read_bounded(csr_path, "CSR"))
-    except ValueError as exc:
-        raise ConfigError(f"{csr_path} is not a PEM certificate signing request") from exc
-    ca_key = load_private_key(ca_key_path)
-    ca_cert = load_certificates(ca_cert_path)[0]
-    cert = issue_station_certificate(csr, ca_key, ca_cert, validity_days=validity_days)
-    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, ca_cert))
-    _write_new(out_path, pem, private=False)
-    return out_path
+    return sign_csr(csr_path, ca_key_path=ca_key_path, ca_cert_path=ca_cert_path,
+                    out_path=out_path, usage=EKU_DOCUMENT_SIGNING,
+                    validity_days=validity_days)
 
 
 def load_trust_roots(path: Path) -> list[x509.Certificate]:

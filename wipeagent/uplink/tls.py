@@ -27,11 +27,18 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from wipeagent.certs.pki import CA_CERT, CA_KEY, is_development
-from wipeagent.certs.signer import SigningKey, load_certificates, load_private_key, read_bounded
+from wipeagent.certs.pki import (
+    CA_CERT,
+    CA_KEY,
+    issue_leaf_certificate,
+    key_pem,
+    sign_certificate,
+    sign_csr,
+)
+from wipeagent.certs.signer import SigningKey
 from wipeagent.errors import ConfigError
 
 CLIENT_KEY = "uplink.key"
@@ -50,17 +57,6 @@ def _write_public(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _sign(builder: x509.CertificateBuilder, key: SigningKey) -> x509.Certificate:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return builder.sign(key, None)
-    return builder.sign(key, hashes.SHA256())
 
 
 def _check_station_id(station_id: str) -> str:
@@ -90,7 +86,7 @@ def new_client_key(directory: Path, *, station_id: str) -> ClientRequest:
     files = ClientRequest(directory / CLIENT_KEY, directory / CLIENT_CSR)
     if files.key.exists():
         raise ConfigError(f"{files.key} already exists; refusing to overwrite it")
-    _write_private(files.key, _key_pem(key))
+    _write_private(files.key, key_pem(key))
     _write_public(files.csr, csr.public_bytes(serialization.Encoding.PEM))
     return files
 
@@ -103,47 +99,8 @@ def issue_client_certificate(
     validity_days: int = 398,
 ) -> x509.Certificate:
     """A TLS client certificate (EKU clientAuth only) for a station's uplink CSR."""
-    if not csr.is_signature_valid:
-        raise ConfigError("the CSR's signature is invalid")
-    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(cns) != 1 or not isinstance(cns[0].value, str):
-        raise ConfigError("the CSR needs exactly one common name (the station id)")
-    station_id = _check_station_id(cns[0].value)
-    public = csr.public_key()
-    if not isinstance(public, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-        raise ConfigError("uplink keys must be ECDSA P-256 or Ed25519")
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, station_id)]
-    for org in ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME):
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(org.value)))
-    for ou in ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME):
-        if is_development(ca_cert):
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, str(ou.value)))
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca_cert.subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(min(now + dt.timedelta(days=validity_days),
-                             ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-    )
-    return _sign(builder, ca_key)
+    return issue_leaf_certificate(csr, ca_key, ca_cert, usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+                                  validity_days=validity_days)
 
 
 def sign_client(
@@ -151,16 +108,9 @@ def sign_client(
     validity_days: int = 398,
 ) -> Path:
     """Issue the uplink client certificate; writes it followed by the CA certificate."""
-    try:
-        csr = x509.load_pem_x509_csr(read_bounded(csr_path, "CSR"))
-    except ValueError as exc:
-        raise ConfigError(f"{csr_path} is not a PEM certificate signing request") from exc
-    ca_key = load_private_key(ca_key_path)
-    ca_cert = load_certificates(ca_cert_path)[0]
-    cert = issue_client_certificate(csr, ca_key, ca_cert, validity_days=validity_days)
-    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, ca_cert))
-    _write_public(out_path, pem)
-    return out_path
+    return sign_csr(csr_path, ca_key_path=ca_key_path, ca_cert_path=ca_cert_path,
+                    out_path=out_path, usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+                    validity_days=validity_days)
 
 
 @dataclass(frozen=True)
@@ -177,8 +127,9 @@ def ensure_dev_client_tls(dev_pki: Path, *, station_id: str = "dev-station") -> 
     files = ClientTls(directory / CLIENT_CERT, directory / CLIENT_KEY)
     if files.cert.exists() and files.key.exists():
         return files
-    if files.key.exists():
-        files.key.unlink()
+    for stale in (files.key, files.cert):  # half a pair is no pair: make both anew
+        if stale.exists():
+            stale.unlink()
     request = new_client_key(directory, station_id=station_id)
     sign_client(request.csr, ca_key_path=dev_pki / "ca" / CA_KEY,
                 ca_cert_path=dev_pki / "ca" / CA_CERT, out_path=files.cert)
@@ -205,7 +156,7 @@ def ensure_dev_server_tls(directory: Path, *, host: str = "127.0.0.1") -> Server
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
                                             "wipeagent reference platform (test) CA")])
-    ca = _sign(
+    ca = sign_certificate(
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
@@ -228,7 +179,7 @@ def ensure_dev_server_tls(directory: Path, *, host: str = "127.0.0.1") -> Server
         san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         san = x509.DNSName(host)
-    cert = _sign(
+    cert = sign_certificate(
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
         .issuer_name(ca_name).public_key(key.public_key())
@@ -243,7 +194,7 @@ def ensure_dev_server_tls(directory: Path, *, host: str = "127.0.0.1") -> Server
                        critical=False),
         ca_key,
     )
-    _write_private(files.key, _key_pem(key))
+    _write_private(files.key, key_pem(key))
     _write_public(files.cert, cert.public_bytes(serialization.Encoding.PEM))
     _write_public(files.ca, ca.public_bytes(serialization.Encoding.PEM))
     return files

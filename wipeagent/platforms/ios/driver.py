@@ -33,6 +33,7 @@ from wipeagent.platforms.ios import checks
 from wipeagent.platforms.ios.parse import (
     ACTIVATION_RE,
     DiskUsage,
+    Management,
     boolean,
     identity_from_values,
     key_fingerprint,
@@ -136,17 +137,7 @@ class IosDriver:
         results.append(checks.find_my_check(boolean(fmip.get("IsAssociated")) if fmip else None))
         results.append(checks.activation_check(text(values, "ActivationState", ACTIVATION_RE)))
         results.append(checks.passcode_check(boolean(values.get("PasswordProtected"))))
-        chaperone = await self._domain("com.apple.mobile.chaperone")
-        cloud: Any = None
-        try:
-            async with conn.service(MobileConfigService) as mc:
-                cloud = await conn.call("MCInstall GetCloudConfiguration",
-                                        mc.get_cloud_configuration())
-        except DeviceError as exc:
-            if isinstance(exc, DeviceGone | DeviceTimeout):
-                raise
-            log.warning("%s MCInstall unavailable: %s", self._tag(), exc)
-        management = parse_management(chaperone, cloud)
+        management = await self._management(conn)
         results.append(checks.supervision_check(management))
         results.append(checks.mdm_check(management))
         return results
@@ -340,6 +331,12 @@ class IosDriver:
             parse_disk_usage(await self._domain("com.apple.disk_usage"))))
         fmip = await self._domain("com.apple.fmip")
         results.append(checks.find_my_after(boolean(fmip.get("IsAssociated")) if fmip else None))
+        results.append(checks.mdm_check(await self._management(conn), after=True))
+        return results
+
+    async def _management(self, conn: IosConnection) -> Management:
+        """Supervision / MDM state: the chaperone domain plus MCInstall's cloud
+        configuration (when the phone offers MCInstall; a lost phone still raises)."""
         chaperone = await self._domain("com.apple.mobile.chaperone")
         cloud: Any = None
         try:
@@ -349,8 +346,8 @@ class IosDriver:
         except DeviceError as exc:
             if isinstance(exc, DeviceGone | DeviceTimeout):
                 raise
-        results.append(checks.mdm_check(parse_management(chaperone, cloud), after=True))
-        return results
+            log.warning("%s MCInstall unavailable: %s", self._tag(), exc)
+        return parse_management(chaperone, cloud)
 
     async def close(self) -> None:
         """Release the connection. Never raises."""
