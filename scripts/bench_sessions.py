@@ -71,18 +71,24 @@ CALIBRATION_PROBES = 100
 
 
 class ProbeCounter:
-    """Counts the TCP source's presence probes (one full ADB connect each).
+    """Counts the TCP source's full presence probes (ADB connect with RSA auth), made for
+    endpoints without a running session; busy endpoints get a bare CNXN ping instead
+    (transports.adb.adb_answers), counted apart as `pings`.
 
     Instrumentation only: wraps `TcpEndpointSource._answers` and calls the original, so
     what the agent does is unchanged."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.pings = 0
         original = tcp.TcpEndpointSource._answers
 
         async def counted(source: tcp.TcpEndpointSource, endpoint: tcp.Endpoint
                           ) -> bool | str:
-            self.count += 1
+            if endpoint.address is not None and source.busy(endpoint.slot):
+                self.pings += 1
+            else:
+                self.count += 1
             return await original(source, endpoint)
 
         tcp.TcpEndpointSource._answers = counted  # type: ignore[method-assign,assignment]
@@ -243,7 +249,8 @@ def table(rounds: list[Round]) -> str:
             f"| {r.speed:g} | {r.phones} | {r.sessions} | {r.wall:.1f} | {r.per_minute:.0f} "
             f"| {r.erased}/{r.phones} | {r.cpu:.1f} | {r.cpu / r.sessions:.2f} "
             f"| {r.probes / r.wall / r.phones:.1f} "
-            f"| {r.peak_rss_mb:.0f} | {r.lag_max_ms:.0f} | {r.lag_p99_ms:.1f} | {r.threads} |")
+            f"| {r.peak_rss_mb:.0f} | {r.lag_max_ms:.0f} | {r.lag_p99_ms:.1f} "
+            f"| {r.gc_max_ms:.0f} | {r.threads} |")
     return "\n".join(lines)
 
 
@@ -271,12 +278,13 @@ def _reading(rounds: list[Round], cost: float) -> list[str]:
         f"{last.phones} phones the wall time grows {last.wall / first.wall:.1f}× for "
         f"{last.phones / first.phones:.0f}× the phones; at {last.phones} phones the process "
         f"used {last.cpu:.1f} CPU s in {last.wall:.1f} wall s (2 CPUs, one loop: "
-        f"{last.cpu / last.wall:.0%} of one core). The TCP source's presence probe, a "
-        f"full ADB connect with RSA auth ({cost * 1000:.1f} ms CPU, both sides) to every "
-        f"phone each `poll_interval_s` (2 bench s, so {speed / 2:g} a second per phone at "
-        f"speed {speed:g}), made {last.probes} probes ≈ {polled:.1f} s, "
-        f"**{polled / last.cpu:.0%} of the CPU**. A compressed clock multiplies it; at speed "
-        "1 it is 0.5 a second per phone, and USB phones arrive by hotplug, not polling.")
+        f"{last.cpu / last.wall:.0%} of one core). The TCP source polls every endpoint each "
+        f"`poll_interval_s` (2 bench s, so {speed / 2:g} a second per phone at speed "
+        f"{speed:g}): a full ADB connect with RSA auth ({cost * 1000:.1f} ms CPU, both sides) "
+        f"only while no session runs there ({last.probes} of them ≈ {polled:.1f} s, "
+        f"{polled / last.cpu:.0%} of the CPU), a bare CNXN ping while one does. A compressed "
+        "clock multiplies the polling; at speed 1 it is 0.5 a second per phone, and USB "
+        "phones arrive by hotplug, not polling.")
     threads = sorted({r.threads for r in same})
     lines.append(
         f"- **Loop lag and threads.** The 10 ms sleeper woke at worst {first.lag_max_ms:.0f} "
@@ -290,15 +298,22 @@ def _reading(rounds: list[Round], cost: float) -> list[str]:
         if r.erased == r.phones:
             continue
         top = Counter(r.failures).most_common(1)
-        why = f" (`{top[0][0][:150]}`)" if top else ""
+        reason = top[0][0] if top else ""
+        if reason.endswith(")") and " (" in reason:
+            reason = reason.rsplit(" (", 1)[0]  # the technician's hint adds nothing here
+        why = f" (`{reason[:150]}`)" if reason else ""
+        clean = sorted({f"{o.speed:g}" for o in rounds
+                        if o.phones == r.phones and o.erased == o.phones})
+        contrast = (f"; at speed {', '.join(clean)} the same {r.phones} phones all erased "
+                    "first time" if clean else "")
         lines.append(
             f"- **At speed {r.speed:g} with {r.phones} phones, {r.phones - r.erased} first "
-            f"sessions ended `not_erased`**{why}. The simulated phone drops ADB 1 bench s "
+            f"session(s) ended `not_erased`**{why}. The simulated phone drops ADB 1 bench s "
             f"after answering `cmd testharness enable`, {1000 / r.speed:.0f} ms real at "
-            "this speed, less than the loop lag at that load: the answer is lost, the agent "
+            "this speed, within the loop lag at that load: the answer is lost, the agent "
             "(it cannot tell) certifies `not_erased`, the phone returns erased and a second "
             "session certifies it (hence sessions > phones). A race of the compressed clock "
-            "on a saturated loop; see the speed rows where it does not occur.")
+            f"on a saturated loop{contrast}.")
     return lines
 
 
@@ -307,7 +322,7 @@ def section(rounds: list[Round], cost: float, command: str, load_before: str) ->
     return "\n".join([
         SECTION,
         "",
-        "`scripts/bench_sessions.py [--phones 1,8,32,64] [--speed 20] [--write]` starts N "
+        "`scripts/bench_sessions.py [--phones 1,8,32,64] [--speed 20[,10]] [--write]` starts N "
         "simulated Android phones in one process (copies of `pixel8-clean` with distinct "
         "serials, each a fake adbd on loopback speaking the real ADB protocol) and runs the "
         "real agent over them as `tests/test_bench_e2e.py` does, at a fixed clock speed, so "
@@ -317,8 +332,9 @@ def section(rounds: list[Round], cost: float, command: str, load_before: str) ->
         "finished (more than the phones when one needed a second); *erased 1st time*: "
         "phones whose first session ended `erased`; *loop lag*: how late a task sleeping "
         "10 ms in a loop wakes; *threads*: the most alive at once; peak RSS is the "
-        "process's so far (rounds run smallest first); *probes/s/phone*: presence probes "
-        "of the agent's TCP source (counted by wrapping it).",
+        "process's so far (rounds run smallest first); *probes/s/phone*: full presence "
+        "probes (ADB connect with auth) of the agent's TCP source, counted by wrapping it; "
+        "endpoints with a running session get a bare CNXN ping instead, not counted.",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()} "
         f"(load average {load_before} before), `{command}`:",

@@ -21,6 +21,7 @@ def test_bench_sessions_runs_two_phones_and_prints_a_table() -> None:
     assert header.startswith("| speed | phones | sessions |"), proc.stdout
     assert set(rule) <= set("|-: "), rule
     cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == header.count("|") - 1 == rule.count("|") - 1, (header, row)
     assert cells[:3] == ["20", "2", "2"], row
     assert cells[5] == "2/2", row  # both phones erased by their first session
     # The docs are only written with --write.

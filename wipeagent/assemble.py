@@ -81,6 +81,7 @@ def android_tcp_endpoint(
     return Endpoint(
         slot=slot or f"tcp:{endpoint.host}:{endpoint.port}",
         make_driver=lambda: AndroidDriver(endpoint, key, clock, settings),
+        address=(endpoint.host, endpoint.port),
     )
 
 
@@ -114,10 +115,9 @@ async def build_agent(
         android_tcp_endpoint(a, key, clock, settings)
         for a in (*config.android.endpoints, *(extra_endpoints or []))
     ]
-    sources: list[DeviceSource] = [
-        TcpEndpointSource(endpoints, clock, config.android.poll_interval_s),
-        *(extra_sources or []),
-    ]
+    tcp = TcpEndpointSource(endpoints, clock, config.android.poll_interval_s,
+                            connect_timeout_s=config.android.connect_timeout_s)
+    sources: list[DeviceSource] = [tcp, *(extra_sources or [])]
     if usb and config.usb.enabled:
         from wipeagent.sources.usb import make_usb_source
 
@@ -151,4 +151,5 @@ async def build_agent(
         gate=gate,
         observer=observer,
     )
+    tcp.busy = lambda key: key in agent.running
     return agent, store, certifier

@@ -7,6 +7,7 @@ committed in one transaction, and writes a copy of each certificate to a directo
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -55,7 +56,8 @@ class StoreCertifier:
         row = await self.store.append_certificate(
             record.session_id, record.station.station_id, issue
         )
-        self.export(row)
+        # fsync can take milliseconds on a bench PC's flash: keep it off the event loop.
+        await asyncio.to_thread(self.export, row)
         return row
 
     def path_for(self, row: CertificateRow) -> Path:

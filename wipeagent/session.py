@@ -24,7 +24,14 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from wipeagent.clock import Clock
-from wipeagent.errors import DeviceError, IdentityMismatch, StoreError, WipeAgentError
+from wipeagent.errors import (
+    DeviceError,
+    DeviceGone,
+    DeviceTimeout,
+    IdentityMismatch,
+    StoreError,
+    WipeAgentError,
+)
 from wipeagent.models import (
     Canary,
     CheckResult,
@@ -398,7 +405,15 @@ class DeviceSession:
                        instructions=plan.instructions)
         else:
             self._emit("erase", plan.method)
-        await self.driver.start_erase(plan)
+        try:
+            await self.driver.start_erase(plan)
+        except (DeviceGone, DeviceTimeout) as exc:
+            # A phone that accepts the erase reboots at once; its answer can be lost with
+            # the connection. Whether the reset happened is for verification to say, on the
+            # phone that comes back (and if it never went away, the canaries are still
+            # there): never treat a lost answer as "nothing happened".
+            self.log.warning("[%s] connection lost while starting the erase (%s); waiting "
+                             "for the phone to come back", self.slot, exc)
 
     async def _probe_after_restart(self, plan: ErasePlan, canary: Canary) -> None:
         """The agent stopped after the erase started. If the phone went through its reset

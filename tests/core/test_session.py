@@ -293,3 +293,24 @@ async def test_resume_after_erase_started_does_not_ask_the_gate_again(store: Sto
     assert result.outcome is Outcome.ERASED
     assert len(asked) == 1  # confirmed once, before the erase
     assert result.record is not None and result.record.operator == "alice"
+
+
+async def test_answer_lost_while_starting_the_erase_is_verified_not_assumed(
+        store: Store) -> None:
+    # The phone accepted the erase and rebooted before its answer reached the agent.
+    driver = ScriptedDriver(erase=DeviceGone("connection reset"))
+    result = await make(driver, store)[0].run()
+    assert result.outcome is Outcome.ERASED  # the verification on the returned phone says so
+    assert driver.calls.index("await_return") < driver.calls.index("verify")
+
+
+async def test_erase_never_reaching_the_phone_fails_verification(store: Store) -> None:
+    driver = ScriptedDriver(erase=DeviceTimeout("no answer"))
+    driver.verification = [
+        CheckResult(id="canary_gone", title="Canary files gone", kind=CheckKind.VALIDATION,
+                    status=CheckStatus.FAIL, method="t", detail="still present"),
+        ok("reset_state", CheckKind.VERIFICATION),
+    ]
+    result = await make(driver, store)[0].run()
+    assert result.outcome is Outcome.NOT_ERASED
+    assert result.codes == ("validation_failed",)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from wipeagent.clock import Clock
@@ -15,6 +15,7 @@ from wipeagent.sources import (
     PhoneNotice,
     SourceEvent,
 )
+from wipeagent.transports.adb import AdbEndpoint, adb_answers
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Endpoint:
 
     slot: str
     make_driver: DriverFactory
+    # host, port: lets the source check a busy endpoint with a bare TCP connect.
+    address: tuple[str, int] | None = None
 
 
 class TcpEndpointSource:
@@ -35,13 +38,24 @@ class TcpEndpointSource:
 
     name = "tcp"
 
-    def __init__(self, endpoints: Sequence[Endpoint], clock: Clock, poll_interval_s: float) -> None:
+    def __init__(self, endpoints: Sequence[Endpoint], clock: Clock, poll_interval_s: float,
+                 *, connect_timeout_s: float = 5.0) -> None:
         self.endpoints = list(endpoints)
         self.clock = clock
         self.poll_interval_s = poll_interval_s
+        self.connect_timeout_s = connect_timeout_s
+        # Set by whoever runs the sessions (assemble.build_agent): is a session running
+        # for this key? A busy endpoint is only checked for presence with a bare CNXN
+        # (transports.adb.adb_answers): a full ADB handshake with RSA auth every poll was
+        # most of the CPU a big simulated bench used (docs/benchmarks.md).
+        self.busy: Callable[[str], bool] = lambda _key: False
 
     async def _answers(self, endpoint: Endpoint) -> bool | str:
         """True if a phone answers, or a notice text if it answers but will not talk."""
+        if endpoint.address is not None and self.busy(endpoint.slot):
+            host, port = endpoint.address
+            return await adb_answers(AdbEndpoint(host, port), self.clock,
+                                     timeout_s=self.connect_timeout_s)
         driver = endpoint.make_driver()
         try:
             await driver.connect()

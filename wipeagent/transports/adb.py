@@ -46,6 +46,7 @@ import usb1
 from adb_shell import constants as adb_constants
 from adb_shell import exceptions as adb_exc
 from adb_shell.adb_device_async import AdbDeviceAsync
+from adb_shell.adb_message import AdbMessage
 from adb_shell.auth.keygen import keygen, write_public_keyfile
 from adb_shell.auth.sign_cryptography import CryptographySigner
 from adb_shell.transport.base_transport_async import BaseTransportAsync
@@ -833,6 +834,29 @@ def parse_banner_features(banner: bytes) -> frozenset[str]:
                 f for f in value.split(",") if f and len(f) <= 64 and f.isprintable()
             )
     return frozenset()
+
+
+async def adb_answers(endpoint: AdbEndpoint, clock: Clock, *, timeout_s: float) -> bool:
+    """Does an ADB daemon answer at this TCP endpoint? Sends CNXN and waits for the first
+    packet header (AUTH or CNXN) and nothing more: no key is used, nothing runs on the
+    phone. A cheap presence check for an endpoint whose phone is busy in a session."""
+    hello = b"host::\0"
+    message = AdbMessage(adb_constants.CNXN, adb_constants.VERSION,
+                         adb_constants.MAX_ADB_DATA, hello)
+    try:
+        async with clock.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+            try:
+                writer.write(message.pack() + hello)
+                await writer.drain()
+                header = await reader.readexactly(24)
+            finally:
+                writer.close()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    command, *_rest, magic = _HEADER.unpack(header)
+    wire = adb_constants.WIRE_TO_ID.get(command)
+    return wire in (adb_constants.AUTH, adb_constants.CNXN) and magic == command ^ 0xFFFFFFFF
 
 
 async def connect_adb(
