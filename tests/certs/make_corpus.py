@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import certs_fixtures as fx
 
 from wipeagent.certs import jws
-from wipeagent.certs.payload import build_payload, validate_payload
+from wipeagent.certs.payload import build_payload, schema, validate_payload
 from wipeagent.certs.pki import issue_station_certificate, make_ca_certificate
 from wipeagent.certs.signer import SigningKey, alg_for_key, b64url, jwk_thumbprint, raw_sign
 
@@ -108,6 +108,39 @@ def make_station(
     return Station(key, [cert, root[1]])
 
 
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return _resolve(root["$defs"][ref.rsplit("/", 1)[1]], root)
+    return node
+
+
+def prune_to_schema(value: Any, node: dict[str, Any], root: dict[str, Any]) -> Any:
+    """`value` with every object member its (closed) schema does not know dropped: how a
+    version-1 payload looked, whatever sections later versions add."""
+    node = _resolve(node, root)
+    if isinstance(value, dict):
+        branches = [node, *(_resolve(b, root) for b in node.get("oneOf", []))]
+        for branch in branches:
+            props = branch.get("properties")
+            if props is not None:
+                return {k: prune_to_schema(v, props[k], root) for k, v in value.items()
+                        if k in props}
+        return value
+    if isinstance(value, list):
+        items = node.get("items")
+        return [prune_to_schema(v, items, root) for v in value] if items else value
+    return value
+
+
+def as_version(body: dict[str, Any], version: int) -> dict[str, Any]:
+    """A payload as the agent of certificate `version` wrote it (older: sections pruned)."""
+    root = schema(version)
+    pruned: dict[str, Any] = prune_to_schema(body, root, root)
+    pruned["version"] = version
+    return pruned
+
+
 def payload(
     seq: int = 1,
     prev: str | None = None,
@@ -116,6 +149,7 @@ def payload(
     issued: datetime = fx.T0 + timedelta(minutes=10),
     development: bool = False,
     record: Any = None,
+    version: int = 1,
 ) -> dict[str, Any]:
     digest = hashlib.sha256(cid_seed.encode()).hexdigest()
     ms = int(issued.timestamp() * 1000)
@@ -130,7 +164,7 @@ def payload(
         + "-"
         + digest[6:18]
     )
-    return build_payload(
+    body = build_payload(
         record or fx.erased_record(),
         certificate_id=cid,
         issued_at=issued,
@@ -139,6 +173,9 @@ def payload(
         development=development,
         verification_url="https://verify.example/c",
     )
+    # The first corpus files were written by the version-1 agent and must stay verifiable
+    # byte for byte; newer cases use the current version.
+    return as_version(body, version)
 
 
 def sign(
@@ -200,6 +237,13 @@ def generate(out: Path) -> dict[str, Any]:
     add("valid-es256.jws", sign(st_p256, payload()), "ok", "root-p256.pem")
     add("valid-dev.jws", sign(st_dev, payload(development=True)), "ok", "dev-root.pem")
     add("valid-not-erased-ios.jws", sign(st, payload(record=fx.not_erased_record())), "ok")
+    add("valid-v2-ed25519.jws", sign(st, payload(version=2)), "ok")
+    add("valid-v2-es256.jws", sign(st_p256, payload(version=2)), "ok", "root-p256.pem")
+    add("valid-v2-not-erased-ios.jws",
+        sign(st, payload(record=fx.not_erased_record(), version=2)), "ok")
+    unknown_version = payload(version=2)
+    unknown_version["version"] = 3
+    add("unknown-version.jws", sign(st, unknown_version, validate=False), "schema_invalid")
 
     outer = json.loads(good)
     body = bytearray(jws.b64url_decode(outer["payload"], "payload"))

@@ -13,6 +13,7 @@ import jsonschema_rs
 import pytest
 
 from wipeagent.certs.payload import (
+    VERSION,
     build_payload,
     rfc3339,
     schema,
@@ -63,7 +64,10 @@ MUTATIONS = {
     "extra member": lambda p: p.__setitem__("comment", "x"),
     "huge detail": lambda p: p["verification"]["checks"][0].__setitem__("detail", "x" * 1001),
     "nested evidence": lambda p: p["verification"]["checks"][0]["evidence"].__setitem__("a", {}),
-    "version 2": lambda p: p.__setitem__("version", 2),
+    "version 3": lambda p: p.__setitem__("version", 3),
+    "version true": lambda p: p.__setitem__("version", True),
+    "cyrillic station id": lambda p: p["custody"].__setitem__("station_id", "b\u0435nch-01"),
+    "station id with space": lambda p: p["chain"].__setitem__("station_id", "bench 01"),
     "destination": lambda p: p.__setitem__("destination", "landfill"),
     "javascript url": lambda p: p.__setitem__("verification_url", "javascript:alert(1)"),
 }
@@ -89,6 +93,18 @@ def test_valid_payloads_pass_both() -> None:
         assert both(payload) == (True, True)
         validate_payload(payload, thorough=True)
         json.dumps(payload, allow_nan=False)
+
+
+def test_agent_issues_v2_and_v1_payloads_still_validate() -> None:
+    payload = make()
+    assert payload["version"] == VERSION == 2
+    old = copy.deepcopy(payload)
+    old["version"] = 1
+    # Version 1 allowed any station id string; version 2 only ASCII letters, digits, . _ -.
+    old["custody"]["station_id"] = old["chain"]["station_id"] = "bench 01"
+    assert jsonschema_rs.validator_for(schema(1)).is_valid(old)
+    assert validate_payload(old, thorough=True) is old
+    assert not jsonschema_rs.validator_for(schema(2)).is_valid({**old, "version": 2})
 
 
 def test_consistency_rules() -> None:

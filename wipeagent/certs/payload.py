@@ -1,8 +1,10 @@
 """The certificate payload: built from a finished SessionRecord, checked against the schema.
 
-The payload is plain JSON (schema: wipeagent/certs/schema/certificate-v1.json; every field
-documented in docs/certificate.md). It is checked twice with the same code: when issuing
-(so the agent never signs something a verifier would reject) and when verifying.
+The payload is plain JSON (schema: wipeagent/certs/schema/certificate-v<version>.json;
+every field documented in docs/certificate.md). The agent issues VERSION; a verifier accepts
+every version in SCHEMA_VERSIONS, each checked against its own schema. It is checked twice
+with the same code: when issuing (so the agent never signs something a verifier would
+reject) and when verifying.
 Besides the schema, `check_consistency` enforces the rules a schema cannot express, most
 importantly that no certificate says "erased" without a completed, passing verification.
 """
@@ -33,7 +35,9 @@ from wipeagent.models import (
 )
 
 FORMAT = "wipeagent-certificate"
-VERSION = 1
+# The version the agent issues, and every version a verifier accepts (one schema file each).
+VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
 STANDARDS = ("NIST SP 800-88 Rev. 2", "IEEE 2883-2022")
 MEDIA_TYPE = "flash memory (embedded in a mobile phone)"
 EVIDENCE_MAX_CHARS = 2000
@@ -237,20 +241,34 @@ def build_payload(
 
 
 @cache
-def schema() -> dict[str, Any]:
-    """The payload JSON Schema shipped in the package."""
-    text = resources.files("wipeagent.certs").joinpath("schema/certificate-v1.json").read_text(
-        encoding="utf-8"
-    )
+def schema(version: int = VERSION) -> dict[str, Any]:
+    """The payload JSON Schema of `version`, shipped in the package."""
+    if version not in SCHEMA_VERSIONS:
+        raise ValueError(f"no schema for certificate version {version!r}")
+    text = resources.files("wipeagent.certs").joinpath(
+        f"schema/certificate-v{version}.json"
+    ).read_text(encoding="utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 
 
 @cache
-def _validator() -> Any:
-    cls = jsonschema.validators.validator_for(schema())
-    cls.check_schema(schema())
-    return cls(schema())
+def _validator(version: int) -> Any:
+    cls = jsonschema.validators.validator_for(schema(version))
+    cls.check_schema(schema(version))
+    return cls(schema(version))
+
+
+def payload_version(payload: Any) -> int:
+    """The payload's schema version; CertificateError("schema_invalid") if unsupported."""
+    version = payload.get("version") if isinstance(payload, dict) else None
+    # bool is an int in Python: `true` must not pass for version 1.
+    if type(version) is not int or version not in SCHEMA_VERSIONS:
+        raise CertificateError(
+            "schema_invalid",
+            f"payload version {str(version)[:20]!r} is not one of {list(SCHEMA_VERSIONS)}",
+        )
+    return version
 
 
 def check_consistency(payload: dict[str, Any]) -> None:
@@ -296,20 +314,22 @@ def check_consistency(payload: dict[str, Any]) -> None:
 
 
 @cache
-def _fast_validator() -> Any:
-    return jsonschema_rs.validator_for(schema())
+def _fast_validator(version: int) -> Any:
+    return jsonschema_rs.validator_for(schema(version))
 
 
 def validate_payload(payload: Any, *, thorough: bool = False) -> dict[str, Any]:
-    """Schema, then consistency; returns the payload. CertificateError("schema_invalid").
+    """Schema of the payload's version, then consistency; returns the payload.
 
+    CertificateError("schema_invalid") for a schema violation or an unsupported version.
     Two maintained JSON Schema implementations: jsonschema-rs (compiled, ~20 µs a
     payload) decides on every verification; the pure-Python reference `jsonschema`
     explains a rejection and, with thorough=True (when issuing), must agree as well.
     """
-    fast_ok = bool(_fast_validator().is_valid(payload))
+    version = payload_version(payload)
+    fast_ok = bool(_fast_validator(version).is_valid(payload))
     if not fast_ok or thorough:
-        error = jsonschema.exceptions.best_match(_validator().iter_errors(payload))
+        error = jsonschema.exceptions.best_match(_validator(version).iter_errors(payload))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             message = f"payload invalid at {where}: {error.message}"
