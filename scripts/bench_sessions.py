@@ -57,12 +57,12 @@ sys.path.insert(0, str(ROOT))
 
 from wipeagent.assemble import android_settings, android_tcp_endpoint, build_agent  # noqa: E402
 from wipeagent.clock import Clock  # noqa: E402
-from wipeagent.demo import demo_config  # noqa: E402
 from wipeagent.models import Outcome  # noqa: E402
-from wipeagent.sim.android.bench import SimBench  # noqa: E402
-from wipeagent.sim.android.profiles import PROFILE_DIR  # noqa: E402
 from wipeagent.sources import tcp  # noqa: E402
 from wipeagent.transports.adb import AdbHostKey  # noqa: E402
+from wipeagent_sim.android.bench import SimBench  # noqa: E402
+from wipeagent_sim.android.profiles import PROFILE_DIR  # noqa: E402
+from wipeagent_sim.demo import demo_config  # noqa: E402
 
 PROFILE = PROFILE_DIR / "pixel8-clean.toml"
 SECTION = "## Concurrent sessions"

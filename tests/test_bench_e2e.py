@@ -16,11 +16,11 @@ from wipeagent.assemble import build_agent
 from wipeagent.certs.pki import dev_trust_root
 from wipeagent.certs.verify import check_sequence, verify_certificate
 from wipeagent.clock import Clock
-from wipeagent.demo import demo_config, run_demo
 from wipeagent.models import Outcome
 from wipeagent.session import SessionResult
-from wipeagent.sim.android.bench import SimBench
-from wipeagent.sim.android.profiles import list_profiles
+from wipeagent_sim.android.bench import SimBench
+from wipeagent_sim.android.profiles import list_profiles
+from wipeagent_sim.demo import demo_config, run_demo
 
 PROFILES = {p.name: p for p in list_profiles()}
 BAD = sorted(name for name, p in PROFILES.items() if name.startswith("bad-"))

@@ -16,11 +16,11 @@ from wipeagent.assemble import build_agent
 from wipeagent.certs.pki import dev_trust_root
 from wipeagent.certs.verify import check_sequence, verify_certificate
 from wipeagent.clock import Clock
-from wipeagent.demo import demo_config, ios_profiles
 from wipeagent.models import Outcome
 from wipeagent.session import SessionResult
-from wipeagent.sim.ios import SimIosBench
 from wipeagent.sources.usbmux import make_usbmux_source, slot_label
+from wipeagent_sim.demo import demo_config, ios_profiles
+from wipeagent_sim.ios import SimIosBench
 
 PROFILES = {p.name: p for p in ios_profiles()}
 

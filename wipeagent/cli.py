@@ -3,76 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from importlib.metadata import entry_points
 
 from wipeagent import __version__
 from wipeagent.errors import WipeAgentError
 
 Handler = Callable[[argparse.Namespace], int]
 
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from wipeagent.demo import run_demo
-
-    return asyncio.run(run_demo(Path(args.out), speed=args.speed, json_out=args.json,
-                                platform=args.platform))
-
-
-def _cmd_sim_android(args: argparse.Namespace) -> int:
-    from wipeagent.clock import Clock
-    from wipeagent.sim.android.bench import serve_forever
-
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"--listen wants HOST:PORT, got {args.listen!r}")
-    asyncio.run(serve_forever(args.profile, host, int(port), Path(args.state_dir),
-                              Clock(args.speed)))
-    return 0
-
-
-def _print_ios_bench(bench: Any) -> None:
-    print(f"usbmuxd on {bench.address}", flush=True)
-    for phone in bench.phones:
-        print(f"  {phone.udid}  {phone.serial_number}", flush=True)
-
-
-def _cmd_sim_ios(args: argparse.Namespace) -> int:
-    from wipeagent.sim.ios.bench import remote_control, serve_forever
-
-    if args.action:
-        if len(args.action) != 2:
-            raise SystemExit("sim ios: ACTION UDID, e.g. `sim ios trust 00008030-...`")
-        action, udid = args.action
-        try:
-            asyncio.run(remote_control(args.socket or args.listen, action, udid))
-        except LookupError as exc:
-            print(f"wipeagent: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if not args.profile:
-        raise SystemExit("sim ios: give at least one --profile (or ACTION UDID)")
-    asyncio.run(serve_forever(args.profile, listen=args.listen, socket_path=args.socket,
-                              speed=args.speed, ready=_print_ios_bench))
-    return 0
-
-
-def _cmd_sim_profiles(args: argparse.Namespace) -> int:
-    from wipeagent.sim.android.profiles import list_profiles
-
-    for p in list_profiles():
-        expect = p.expected_outcome + (f" ({p.expected_reason})" if p.expected_reason else "")
-        demo = "" if p.demo else "  [test only]"
-        print(f"android  {p.name:<16} {expect:<34} {p.description}{demo}")
-    from wipeagent.sim.ios.profile import available_profiles
-
-    for name in available_profiles():
-        print(f"ios      {name}")
-    return 0
+# Entry-point group through which other distributions add verbs: `register(subparsers)`.
+COMMANDS_GROUP = "wipeagent.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,36 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wipeagent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("demo", help="a simulated bench, end to end")
-    p.add_argument("--out", default="demo-out", help="where state and certificates go")
-    p.add_argument("--speed", type=float, default=20.0,
-                   help="bench clock speed factor (default 20: a 60 s reboot takes 3 s)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--platform", action="store_true",
-                   help="also deliver every certificate to a reference receiver (mutual TLS)")
-    p.set_defaults(handler=_cmd_demo)
-
-    sim = sub.add_parser("sim", help="simulated phones").add_subparsers(
-        dest="sim_command", required=True, metavar="KIND")
-    p = sim.add_parser("android", help="serve simulated Android phones over ADB/TCP")
-    p.add_argument("--listen", required=True, help="HOST:PORT of the first phone")
-    p.add_argument("--profile", action="append", required=True,
-                   help="profile name or file; repeat for more phones on consecutive ports")
-    p.add_argument("--state-dir", default="sim-state")
-    p.add_argument("--speed", type=float, default=1.0)
-    p.set_defaults(handler=_cmd_sim_android)
-    p = sim.add_parser("ios", help="serve simulated iPhones behind a fake usbmuxd, or act "
-                                   "on one (trust / deny / unlock / unplug / plug UDID)")
-    p.add_argument("action", nargs="*", metavar="ACTION UDID",
-                   help="act on a running simulated bench instead of serving one")
-    p.add_argument("--listen", default="127.0.0.1:27015", help="usbmuxd HOST:PORT")
-    p.add_argument("--socket", help="also serve (or reach) usbmuxd on this unix socket")
-    p.add_argument("--profile", action="append", help="iPhone profile; repeat for more")
-    p.add_argument("--speed", type=float, default=1.0)
-    p.set_defaults(handler=_cmd_sim_ios)
-    p = sim.add_parser("profiles", help="list simulator profiles")
-    p.set_defaults(handler=_cmd_sim_profiles)
 
     # Each area registers its own verbs.
     from wipeagent.certs.cli import register as register_certs
@@ -121,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     for register in (register_run, register_certs, register_usb, register_control,
                      register_uplink):
         register(sub)
+    # Verbs of other installed distributions (the simulator's `demo` and `sim`): a bench
+    # installation does not carry the simulator, so it does not have them.
+    for entry in entry_points(group=COMMANDS_GROUP):
+        entry.load()(sub)
     return parser
 
 

@@ -26,10 +26,10 @@ from wipeagent.control.client import ControlClient
 from wipeagent.control.gates import make_gate
 from wipeagent.control.server import ControlServer
 from wipeagent.daemon import Agent
-from wipeagent.demo import demo_config
 from wipeagent.session import SessionResult
-from wipeagent.sim.android.bench import SimBench
 from wipeagent.store import Store
+from wipeagent_sim.android.bench import SimBench
+from wipeagent_sim.demo import demo_config
 
 SPEED = 50.0
 

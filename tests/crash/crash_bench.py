@@ -27,8 +27,8 @@ from typing import Any, Self
 from wipeagent.certs.pki import dev_trust_root
 from wipeagent.certs.verify import VerifiedCertificate, check_sequence, verify_certificate
 from wipeagent.clock import Clock
-from wipeagent.sim.android.bench import BenchPhone, SimBench
-from wipeagent.sim.android.phone import SimAndroidPhone
+from wipeagent_sim.android.bench import BenchPhone, SimBench
+from wipeagent_sim.android.phone import SimAndroidPhone
 
 HERE = Path(__file__).parent
 AGENT = HERE / "agent_killpoint.py"

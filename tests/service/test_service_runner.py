@@ -20,14 +20,14 @@ import pytest
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
 from wipeagent.control.client import ControlClient
-from wipeagent.demo import demo_config
 from wipeagent.errors import ConfigError
 from wipeagent.models import Outcome
 from wipeagent.runner import DEFAULT_EXTENSIONS, EXIT_CONFIG, RunContext, Service, run_agent
 from wipeagent.service.notify import Notifier
 from wipeagent.session import SessionEvent, SessionResult
-from wipeagent.sim.android.bench import SimBench
 from wipeagent.store import Store
+from wipeagent_sim.android.bench import SimBench
+from wipeagent_sim.demo import demo_config
 
 SPEED = 50
 

@@ -1,5 +1,5 @@
 """Test helpers for the fake adbd: `TinyPhone`, a small in-memory phone implementing
-`AdbDeviceBackend` (the real simulated phone lives in wipeagent/sim/android), and host
+`AdbDeviceBackend` (the real simulated phone lives in sim/wipeagent_sim/android), and host
 keys made with adb-shell's own keygen."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from adb_shell.auth.keygen import keygen
 from adb_shell.auth.sign_pythonrsa import PythonRSASigner
 
 from wipeagent.clock import Clock
-from wipeagent.sim.adb.backend import FileStat, PowerCycleHandler, ShellResult
-from wipeagent.sim.adb.server import SUPPORTED_FEATURES
+from wipeagent_sim.adb.backend import FileStat, PowerCycleHandler, ShellResult
+from wipeagent_sim.adb.server import SUPPORTED_FEATURES
 
 MODEL = "Tiny Phone"
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from adb_fixtures import HostKey, KeyListingTinyPhone, TinyPhone, make_key
 
-from wipeagent.sim.adb.server import AdbServer, ServerLimits
+from wipeagent_sim.adb.server import AdbServer, ServerLimits
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ import pytest
 from adb_fixtures import MODEL, KeyListingTinyPhone
 
 from wipeagent.clock import Clock
-from wipeagent.sim.adb.server import AdbServer
-from wipeagent.sim.android.bench import SimBench
+from wipeagent_sim.adb.server import AdbServer
+from wipeagent_sim.android.bench import SimBench
 
 ADB = shutil.which("adb")
 

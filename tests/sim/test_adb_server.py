@@ -20,7 +20,7 @@ from adb_shell.adb_device_async import AdbDeviceTcpAsync
 
 from wipeagent.clock import Clock
 from wipeagent.errors import ConfigError
-from wipeagent.sim.adb.protocol import (
+from wipeagent_sim.adb.protocol import (
     A_AUTH,
     A_CLSE,
     A_CNXN,
@@ -43,9 +43,9 @@ from wipeagent.sim.adb.protocol import (
     parse_header,
     verify_auth_signature,
 )
-from wipeagent.sim.adb.server import INTERACTIVE_REFUSAL, SUPPORTED_FEATURES, AdbServer
-from wipeagent.sim.android.bench import SimBench, serve_forever
-from wipeagent.sim.android.phone import SimAndroidPhone
+from wipeagent_sim.adb.server import INTERACTIVE_REFUSAL, SUPPORTED_FEATURES, AdbServer
+from wipeagent_sim.android.bench import SimBench, serve_forever
+from wipeagent_sim.android.phone import SimAndroidPhone
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -623,7 +623,7 @@ async def test_sync_rejects_bad_requests(raw: RawClient, adb_host_key: HostKey) 
     assert reply[:4] == b"STA2" and struct.unpack_from("<I", reply, 4)[0] == 2  # ENOENT
 
 
-# --- the real simulated phone (wipeagent.sim.android) on a SimBench --------------------
+# --- the real simulated phone (wipeagent_sim.android) on a SimBench --------------------
 
 FAST = 100.0  # bench speed: a 45 s reboot takes 0.45 s
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from wipeagent.clock import Clock
-from wipeagent.sim.adb.backend import AdbDeviceBackend
-from wipeagent.sim.android.phone import SimAndroidPhone
-from wipeagent.sim.android.profiles import (
+from wipeagent_sim.adb.backend import AdbDeviceBackend
+from wipeagent_sim.android.phone import SimAndroidPhone
+from wipeagent_sim.android.profiles import (
     PROFILE_DIR,
     ProfileError,
     decode_escapes,

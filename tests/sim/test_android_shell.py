@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from wipeagent.clock import Clock
-from wipeagent.sim.adb.backend import ShellResult
-from wipeagent.sim.android.phone import SimAndroidPhone
-from wipeagent.sim.android.profiles import PROFILE_DIR, load_profile
-from wipeagent.sim.android.shell import ShellSyntaxError, parse
+from wipeagent_sim.adb.backend import ShellResult
+from wipeagent_sim.android.phone import SimAndroidPhone
+from wipeagent_sim.android.profiles import PROFILE_DIR, load_profile
+from wipeagent_sim.android.shell import ShellSyntaxError, parse
 
 FAST = Clock(speed=1000)
 

@@ -9,8 +9,8 @@ import pytest
 from table_phone import FAST, TablePhone
 
 from wipeagent.clock import Clock
-from wipeagent.sim.adb.server import AdbServer
 from wipeagent.transports.adb import AdbEndpoint, AdbHostKey
+from wipeagent_sim.adb.server import AdbServer
 
 
 @pytest.fixture

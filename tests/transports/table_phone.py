@@ -1,4 +1,4 @@
-"""A tiny in-test phone for the fake adbd (wipeagent.sim.adb.server.AdbServer).
+"""A tiny in-test phone for the fake adbd (wipeagent_sim.adb.server.AdbServer).
 
 It implements the AdbDeviceBackend contract with a command table, so the transport's
 tests control exactly what the phone answers and which protocol fault it injects.
@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from wipeagent.clock import Clock
-from wipeagent.sim.adb.backend import FileStat, PowerCycleHandler, ShellResult
+from wipeagent_sim.adb.backend import FileStat, PowerCycleHandler, ShellResult
 
 FAST = 50.0  # bench seconds per real second in these tests
 

@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 
 from wipeagent.clock import Clock
-from wipeagent.sim.android.bench import SimBench
 from wipeagent.transports.adb import AdbEndpoint, adb_answers
+from wipeagent_sim.android.bench import SimBench
 
 
 async def test_answers_for_a_phone_and_not_for_an_unplugged_one(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from wipeagent.errors import (
     NotAuthorised,
     ProtocolError,
 )
-from wipeagent.sim.adb.backend import ShellResult
 from wipeagent.transports.adb import (
     AdbEndpoint,
     AdbHostKey,
@@ -28,6 +27,7 @@ from wipeagent.transports.adb import (
     connect_adb,
     parse_banner_features,
 )
+from wipeagent_sim.adb.backend import ShellResult
 
 # ---------------------------------------------------------------- pure parts
 

@@ -19,7 +19,6 @@ from pymobiledevice3.services.diagnostics import DiagnosticsService
 from wipeagent.clock import Clock
 from wipeagent.errors import DeviceGone, NotAuthorised, ProtocolError
 from wipeagent.platforms.ios.driver import IosDriver
-from wipeagent.sim.ios import SimIosBench
 from wipeagent.sources import PhoneArrival, PhoneDeparture, PhoneNotice, SourceEvent
 from wipeagent.sources.usbmux import UsbmuxSource, UsbmuxWireError, parse_attached, slot_label
 from wipeagent.transports.ios import (
@@ -30,6 +29,7 @@ from wipeagent.transports.ios import (
     connect_ios,
     load_pair_record,
 )
+from wipeagent_sim.ios import SimIosBench
 
 SPEED = 100.0
 SETTINGS = IosSettings(pair_timeout_s=30, command_timeout_s=20, poll_interval_s=1)

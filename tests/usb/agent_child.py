@@ -36,16 +36,16 @@ from umockdev_bench import Bench
 from wipeagent.assemble import Paths, android_settings, build_agent
 from wipeagent.clock import Clock
 from wipeagent.config import UsbConfig
-from wipeagent.demo import demo_config
 from wipeagent.models import DeviceIdentity, ErasePlan
 from wipeagent.platforms.android.driver import AndroidDriver
 from wipeagent.platforms.base import PlatformDriver
 from wipeagent.session import DeviceSession, SessionEvent
-from wipeagent.sim.android.bench import SimBench
-from wipeagent.sim.android.profiles import resolve_profile_path
 from wipeagent.sources.usb import make_usb_source
 from wipeagent.transports.adb import AdbEndpoint, AdbHostKey
 from wipeagent.usb.model import UsbPhone
+from wipeagent_sim.android.bench import SimBench
+from wipeagent_sim.android.profiles import resolve_profile_path
+from wipeagent_sim.demo import demo_config
 
 STEP_TIMEOUT = 60.0  # real seconds for any one wait
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from wipeagent.clock import Clock
 from wipeagent.platforms.android.driver import AndroidDriver, AndroidDriverSettings
-from wipeagent.sim.adb.server import AdbServer
-from wipeagent.sim.android.phone import SimAndroidPhone
 from wipeagent.transports.adb import AdbEndpoint
+from wipeagent_sim.adb.server import AdbServer
+from wipeagent_sim.android.phone import SimAndroidPhone
 
 SPEED = 100.0  # bench seconds per real second: a 45 s reboot takes 0.45 s
 

@@ -11,9 +11,9 @@ from android_sim import SETTINGS, SPEED, Sim
 
 from wipeagent.clock import Clock
 from wipeagent.platforms.android.driver import AndroidDriver
-from wipeagent.sim.adb.server import AdbServer
-from wipeagent.sim.android.profiles import load_profile
 from wipeagent.transports.adb import AdbEndpoint, AdbHostKey
+from wipeagent_sim.adb.server import AdbServer
+from wipeagent_sim.android.profiles import load_profile
 
 
 @pytest.fixture(scope="session")

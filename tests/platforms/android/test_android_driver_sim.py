@@ -29,7 +29,7 @@ from wipeagent.models import (
 )
 from wipeagent.platforms.android.erase import METHOD_MANUAL, METHOD_TESTHARNESS
 from wipeagent.platforms.base import ErasePolicy, PlatformDriver
-from wipeagent.sim.android.profiles import ProfileInfo, list_profiles
+from wipeagent_sim.android.profiles import ProfileInfo, list_profiles
 
 SimFactory = Callable[[str], AbstractAsyncContextManager[Sim]]
 

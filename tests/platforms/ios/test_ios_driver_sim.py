@@ -12,8 +12,8 @@ from wipeagent.models import ErasePlan
 from wipeagent.outcome import decide
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.platforms.ios import IosDriver
-from wipeagent.sim.ios import SimIosBench
 from wipeagent.transports.ios import IosSettings, UsbmuxAddress
+from wipeagent_sim.ios import SimIosBench
 
 SETTINGS = IosSettings(pair_timeout_s=30, command_timeout_s=20, poll_interval_s=1,
                        reboot_timeout_s=400)

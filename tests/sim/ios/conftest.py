@@ -9,7 +9,7 @@ import pytest
 from pymobiledevice3.lockdown import UsbmuxLockdownClient, create_using_usbmux
 
 from wipeagent.clock import Clock
-from wipeagent.sim.ios import SimIosBench
+from wipeagent_sim.ios import SimIosBench
 
 # Fast enough that a 135-bench-second erase takes well under a second, slow enough that
 # the phone's own 0.5 s "let the reply out" pause stays a few milliseconds.

@@ -13,8 +13,8 @@ import pytest
 from pymobiledevice3.lockdown import UsbmuxLockdownClient
 
 from wipeagent.clock import Clock
-from wipeagent.sim.ios import SimIosBench
-from wipeagent.sim.ios.profile import Trust
+from wipeagent_sim.ios import SimIosBench
+from wipeagent_sim.ios.profile import Trust
 
 Connect = Callable[..., Awaitable[UsbmuxLockdownClient]]
 

@@ -24,7 +24,7 @@ from pymobiledevice3.exceptions import (
 from pymobiledevice3.lockdown import UsbmuxLockdownClient, create_using_usbmux
 
 from wipeagent.clock import Clock
-from wipeagent.sim.ios import SimIosBench
+from wipeagent_sim.ios import SimIosBench
 
 Connect = Callable[..., Awaitable[UsbmuxLockdownClient]]
 

@@ -11,7 +11,7 @@ from pymobiledevice3.lockdown import UsbmuxLockdownClient
 
 from wipeagent.clock import Clock
 from wipeagent.errors import ConfigError
-from wipeagent.sim.ios import (
+from wipeagent_sim.ios import (
     PhoneSpec,
     SimIosBench,
     SimIPhone,

@@ -14,7 +14,7 @@ from pymobiledevice3.services.diagnostics import DiagnosticsService
 from pymobiledevice3.services.mobile_config import MobileConfigService
 from pymobiledevice3.services.mobilebackup2 import Mobilebackup2Service
 
-from wipeagent.sim.ios import SimIosBench
+from wipeagent_sim.ios import SimIosBench
 
 Connect = Callable[..., Awaitable[UsbmuxLockdownClient]]
 

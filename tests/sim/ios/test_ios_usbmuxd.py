@@ -12,7 +12,7 @@ import pytest
 from pymobiledevice3 import usbmux
 
 from wipeagent.clock import Clock
-from wipeagent.sim.ios import SimIosBench, remote_control, serve_forever
+from wipeagent_sim.ios import SimIosBench, remote_control, serve_forever
 
 HDR = struct.Struct("<IIII")
 

@@ -25,18 +25,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from wipeagent.sim.adb.backend import ShellResult
-from wipeagent.sim.android.phone import (
+from wipeagent_sim.adb.backend import ShellResult
+from wipeagent_sim.android.phone import (
     HEALTH_CODES,
     STATUS_CODES,
     SYSTEM_BINARIES,
     FsError,
     FsNode,
 )
-from wipeagent.sim.android.profiles import encode_value
+from wipeagent_sim.android.profiles import encode_value
 
 if TYPE_CHECKING:
-    from wipeagent.sim.android.phone import SimAndroidPhone
+    from wipeagent_sim.android.phone import SimAndroidPhone
 
 SH = "/system/bin/sh"
 MAX_COMMAND_LINE = 64 * 1024

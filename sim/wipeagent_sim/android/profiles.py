@@ -1,7 +1,7 @@
 """Simulated Android phone profiles: one TOML file per scenario, validated on load.
 
 A profile is data, not code: a new scenario (a phone with an MDM owner, a phone that hangs
-on `dumpsys battery`) is a new file in `wipeagent/sim/android/profiles/`.
+on `dumpsys battery`) is a new file in `sim/wipeagent_sim/android/profiles/`.
 
 Byte escapes. Phones are untrusted input, so profiles must be able to hold bytes that are
 not valid UTF-8. In every *value* the simulator hands back to a client (properties,
@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from wipeagent.clock import Clock
 
 if TYPE_CHECKING:
-    from wipeagent.sim.android.phone import SimAndroidPhone
+    from wipeagent_sim.android.phone import SimAndroidPhone
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 
@@ -331,7 +331,7 @@ def load_profile(name_or_path: str | Path, *, state_dir: Path, clock: Clock) -> 
     `state_dir/<serial>/adb_keys`).
     """
     # Imported here: phone.py imports this module's schema at import time.
-    from wipeagent.sim.android.phone import SimAndroidPhone
+    from wipeagent_sim.android.phone import SimAndroidPhone
 
     path = resolve_profile_path(name_or_path)
     return SimAndroidPhone(read_profile(path), name=path.stem, state_dir=state_dir, clock=clock)

@@ -1,6 +1,6 @@
 """Simulated iPhone profiles: a phone's identity, state and behaviour as data.
 
-Profiles are TOML files in ``wipeagent/sim/ios/profiles/`` (one file, one scenario) or any
+Profiles are TOML files in ``sim/wipeagent_sim/ios/profiles/`` (one file, one scenario) or any
 path given by the caller. Loading validates them (pydantic, unknown keys rejected), so a
 typo in a profile fails loudly instead of silently simulating the wrong phone.
 """
@@ -134,7 +134,7 @@ class Profile(_Model):
     """More lockdown domains, e.g. com.apple.mobile.battery."""
 
 
-_PACKAGE = "wipeagent.sim.ios.profiles"
+_PACKAGE = "wipeagent_sim.ios.profiles"
 
 
 def available_profiles() -> list[str]:

@@ -21,9 +21,9 @@ from typing import NamedTuple, Self
 
 from wipeagent.clock import Clock
 from wipeagent.errors import ConfigError
-from wipeagent.sim.adb.server import AdbServer, ServerLimits
-from wipeagent.sim.android.phone import SimAndroidPhone
-from wipeagent.sim.android.profiles import load_profile
+from wipeagent_sim.adb.server import AdbServer, ServerLimits
+from wipeagent_sim.android.phone import SimAndroidPhone
+from wipeagent_sim.android.profiles import load_profile
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The contract between the fake adbd (protocol) and a simulated phone (behaviour).
 
-The protocol server in `wipeagent.sim.adb.server` knows bytes; the phone in
-`wipeagent.sim.android.phone` knows state. The server calls only what is declared here.
+The protocol server in `wipeagent_sim.adb.server` knows bytes; the phone in
+`wipeagent_sim.android.phone` knows state. The server calls only what is declared here.
 """
 
 from __future__ import annotations

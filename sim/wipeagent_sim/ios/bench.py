@@ -22,9 +22,9 @@ from types import TracebackType
 
 from wipeagent.clock import Clock
 from wipeagent.errors import ConfigError
-from wipeagent.sim.ios.phone import SimIPhone
-from wipeagent.sim.ios.profile import load_profile
-from wipeagent.sim.ios.usbmuxd import FakeUsbmuxd, send_control
+from wipeagent_sim.ios.phone import SimIPhone
+from wipeagent_sim.ios.profile import load_profile
+from wipeagent_sim.ios.usbmuxd import FakeUsbmuxd, send_control
 
 log = logging.getLogger(__name__)
 

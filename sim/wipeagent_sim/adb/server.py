@@ -26,8 +26,8 @@ from typing import Any, Final, Protocol, Self, TypeVar, runtime_checkable
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wipeagent.clock import Clock
-from wipeagent.sim.adb.backend import AdbDeviceBackend
-from wipeagent.sim.adb.protocol import (
+from wipeagent_sim.adb.backend import AdbDeviceBackend
+from wipeagent_sim.adb.protocol import (
     A_AUTH,
     A_CLSE,
     A_CNXN,
@@ -59,7 +59,7 @@ from wipeagent.sim.adb.protocol import (
     shell_packet,
     verify_auth_signature,
 )
-from wipeagent.sim.adb.sync import serve_sync
+from wipeagent_sim.adb.sync import serve_sync
 
 log = logging.getLogger(__name__)
 

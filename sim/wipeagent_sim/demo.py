@@ -30,12 +30,12 @@ from wipeagent.certs.verify import verify_certificate
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig, AndroidConfig, IosConfig, PolicyConfig, StationConfig
 from wipeagent.session import SessionEvent, SessionResult
-from wipeagent.sim.android.bench import SimBench
-from wipeagent.sim.android.phone import SimAndroidPhone
-from wipeagent.sim.android.profiles import list_profiles
-from wipeagent.sim.ios import SimIosBench, available_profiles, load_profile
 from wipeagent.sources.usbmux import make_usbmux_source, slot_label
 from wipeagent.uplink.demo import DemoPlatform
+from wipeagent_sim.android.bench import SimBench
+from wipeagent_sim.android.phone import SimAndroidPhone
+from wipeagent_sim.android.profiles import list_profiles
+from wipeagent_sim.ios import SimIosBench, available_profiles, load_profile
 
 DEFAULT_SPEED = 20.0
 

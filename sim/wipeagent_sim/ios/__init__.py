@@ -5,9 +5,9 @@ unchanged through ``USBMUXD_SOCKET_ADDRESS``. Entry points: `SimIosBench` (in-pr
 `serve_forever` (CLI server), `remote_control` (CLI ``trust`` / ``unplug`` ...).
 """
 
-from wipeagent.sim.ios.bench import PhoneSpec, SimIosBench, remote_control, serve_forever
-from wipeagent.sim.ios.phone import SimIPhone
-from wipeagent.sim.ios.profile import Profile, available_profiles, load_profile
+from wipeagent_sim.ios.bench import PhoneSpec, SimIosBench, remote_control, serve_forever
+from wipeagent_sim.ios.phone import SimIPhone
+from wipeagent_sim.ios.profile import Profile, available_profiles, load_profile
 
 __all__ = [
     "PhoneSpec",

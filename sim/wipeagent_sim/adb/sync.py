@@ -14,8 +14,8 @@ import stat as stat_mod
 import zlib
 from typing import Protocol
 
-from wipeagent.sim.adb.backend import AdbDeviceBackend, FileStat
-from wipeagent.sim.adb.protocol import (
+from wipeagent_sim.adb.backend import AdbDeviceBackend, FileStat
+from wipeagent_sim.adb.protocol import (
     ID_DATA,
     ID_DENT_V1,
     ID_DENT_V2,

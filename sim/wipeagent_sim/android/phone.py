@@ -1,7 +1,7 @@
 """A simulated Android phone: the state a real phone keeps, and what reboots and resets do.
 
 `SimAndroidPhone` implements `AdbDeviceBackend`, so the fake adbd in
-`wipeagent.sim.adb.server` can put it on the wire. Its starting state comes from a profile
+`wipeagent_sim.adb.server` can put it on the wire. Its starting state comes from a profile
 (`profiles.py`); shell commands are interpreted by `shell.py`.
 
 What survives what, as on a real phone:
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Literal
 
 from wipeagent.clock import Clock
-from wipeagent.sim.adb.backend import FileStat, PowerCycleHandler, ShellResult
-from wipeagent.sim.android.profiles import (
+from wipeagent_sim.adb.backend import FileStat, PowerCycleHandler, ShellResult
+from wipeagent_sim.android.profiles import (
     MAX_FILE_BYTES,
     PhoneProfile,
     decode_escapes,
@@ -811,7 +811,7 @@ class SimAndroidPhone:
 
     async def shell(self, command: str) -> ShellResult:
         """Run one non-interactive command line as the shell user."""
-        from wipeagent.sim.android.shell import AndroidShell
+        from wipeagent_sim.android.shell import AndroidShell
 
         return await AndroidShell(self).run(command)
 

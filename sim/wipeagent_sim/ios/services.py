@@ -15,10 +15,10 @@ import logging
 import plistlib
 from typing import TYPE_CHECKING, Any
 
-from wipeagent.sim.ios.wire import PlistChannel, WireError
+from wipeagent_sim.ios.wire import PlistChannel, WireError
 
 if TYPE_CHECKING:
-    from wipeagent.sim.ios.phone import SimIPhone
+    from wipeagent_sim.ios.phone import SimIPhone
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from wipeagent.clock import Clock
-from wipeagent.sim.ios.phone import SimIPhone
-from wipeagent.sim.ios.wire import (
+from wipeagent_sim.ios.phone import SimIPhone
+from wipeagent_sim.ios.wire import (
     MUX_BINARY_CONNECT,
     MUX_DEVICE_RECORD,
     MUX_MSG_CONNECT,

@@ -1,6 +1,6 @@
 """A simulated iPhone: its state, lockdownd (port 62078) and the ports of started services.
 
-The fake usbmuxd (`wipeagent.sim.ios.usbmuxd`) hands each accepted ``Connect`` to
+The fake usbmuxd (`wipeagent_sim.ios.usbmuxd`) hands each accepted ``Connect`` to
 `SimIPhone.accept`, which returns the handler of whatever "listens" on that port of the
 phone: lockdownd on 62078, or a service that lockdownd started with ``StartService``
 (one connection per start, as on a real phone).
@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wipeagent.clock import Clock
 from wipeagent.errors import ConfigError
-from wipeagent.sim.ios import pki, services
-from wipeagent.sim.ios.profile import Profile, State
-from wipeagent.sim.ios.wire import ChannelClosed, PlistChannel, WireError
+from wipeagent_sim.ios import pki, services
+from wipeagent_sim.ios.profile import Profile, State
+from wipeagent_sim.ios.wire import ChannelClosed, PlistChannel, WireError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Bundled simulated-iPhone profiles (TOML data files); see wipeagent_sim.ios.profile."""

@@ -1,1 +1,0 @@
-"""Bundled simulated-iPhone profiles (TOML data files); see wipeagent.sim.ios.profile."""
