@@ -129,11 +129,15 @@ def cmd_receiver(args: argparse.Namespace) -> int:
         dev = ensure_dev_server_tls(store / "tls", host=host)
         cert, key = dev.cert, dev.key
         print(f"development server certificate; clients trust {dev.ca}")
-    context = server_context(cert=cert, key=key,
-                             client_ca=Path(args.client_ca) if args.client_ca else None)
+    # Mutual TLS always (issue 10): client certificates come from the organisation CA,
+    # which is also the trust root, unless --client-ca names another file.
+    client_ca = Path(args.client_ca) if args.client_ca else Path(args.trust[0])
+    context = server_context(cert=cert, key=key, client_ca=client_ca)
+    client_roots = load_trust_roots(client_ca)
 
     async def serve() -> None:
-        receiver = await Receiver(store, trust, ssl_context=context).start(host, port)
+        receiver = await Receiver(store, trust, ssl_context=context,
+                                  client_roots=client_roots).start(host, port)
         print(f"receiving at {receiver.url}; certificates in {store}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -185,7 +189,8 @@ def register(subparsers: Any) -> None:
                    "development certificate made in DIR/tls")
     p.add_argument("--tls-key", help="server key (PEM)")
     p.add_argument("--client-ca", metavar="CA.pem",
-                   help="require client certificates chaining to this CA (mutual TLS)")
+                   help="CA of the stations' TLS client certificates (default: the first "
+                   "--trust root); a client certificate is always required")
     p.set_defaults(func=cmd_receiver, handler=cmd_receiver)
 
     p = subparsers.add_parser("uplink-key", help="make the bench's uplink TLS key and CSR")

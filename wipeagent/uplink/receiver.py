@@ -6,7 +6,11 @@ body with the project's verifier against the configured trust roots and stores i
 
     201 created | 200 already held (same id, same SHA-256) | 409 same id, other bytes
     400 malformed request / JWS, Idempotency-Key missing or not the certificate id
+    403 no TLS client certificate, or one of another station / organisation (issue 10)
     413 too large | 415 wrong media type | 422 a well-formed JWS that fails verification
+
+The request rules are `wipeagent.uplink.ingest`'s, shared with the platform service
+(`wipeagent platform serve`), which grows this into a database-backed service.
 
 Storing is atomic and idempotent without a database: the file is written under a
 temporary name, fsynced, and hard-linked to its final name; the link fails if the name
@@ -23,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,16 +41,24 @@ from wipeagent.certs.jws import MAX_CERTIFICATE_BYTES
 from wipeagent.certs.verify import verify_certificate
 from wipeagent.clock import Clock
 from wipeagent.errors import CertificateError
+from wipeagent.uplink.ingest import (
+    CERTIFICATE_ID,
+    MALFORMED_REASONS,
+    MEDIA_TYPE,
+    PATH,
+    IngestRefusal,
+    check_client,
+    client_identity,
+    problem,
+    read_upload,
+    refusal_for,
+    require_client,
+    trust_anchor,
+)
 
 log = logging.getLogger(__name__)
 
-MEDIA_TYPE = "application/jose+json"
-PATH = "/v1/certificates"
-_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# Reasons that mean "not a well-formed certificate JWS" (400); every other verifier reason
-# (signature, trust, validity, schema, consistency) is a well-formed JWS that fails (422).
-MALFORMED_REASONS = frozenset({"too_large", "malformed", "bad_header", "unsupported_alg",
-                               "chain_invalid"})
+__all__ = ["MALFORMED_REASONS", "MEDIA_TYPE", "PATH", "Faults", "Receiver"]
 
 
 @dataclass
@@ -66,13 +77,14 @@ class _Cut(Exception):
     """The fault injector cut this request's connection."""
 
 
-def _problem(status: int, error: str, message: str, **extra: Any) -> web.Response:
-    body = {"error": error, "message": message, **extra}
-    return web.json_response(body, status=status)
-
-
 class Receiver:
-    """The reference ingest endpoint. `await start()`, then POST to `url`."""
+    """The reference ingest endpoint. `await start()`, then POST to `url`.
+
+    `ssl_context` must ask for client certificates (`tls.server_context(client_ca=...)`):
+    an upload without one is refused, and so is one whose certificate names another
+    station than the wipe certificate. `client_roots` (default: `trust_roots`) are the
+    roots client certificates are issued under.
+    """
 
     def __init__(
         self,
@@ -82,9 +94,11 @@ class Receiver:
         ssl_context: Any,
         clock: Clock | None = None,
         faults: Faults | None = None,
+        client_roots: list[x509.Certificate] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.trust_roots = trust_roots
+        self.client_roots = trust_roots if client_roots is None else client_roots
         self.ssl_context = ssl_context
         self.clock = clock or Clock()
         self.faults = faults or Faults()
@@ -139,7 +153,7 @@ class Receiver:
 
     def path_for(self, certificate_id: str) -> Path:
         """Where a certificate is kept (the id is validated before it names a file)."""
-        if not _ID.match(certificate_id):
+        if not CERTIFICATE_ID.match(certificate_id):
             raise ValueError("not a certificate id")
         return self.store_dir / f"{certificate_id}.jws"
 
@@ -182,6 +196,8 @@ class Receiver:
         self.requests += 1
         try:
             return await self._handle(request)
+        except IngestRefusal as refusal:
+            return refusal.response
         except _Cut:
             # The connection is gone; aiohttp needs a response object it cannot send.
             return web.Response(status=500)
@@ -196,31 +212,23 @@ class Receiver:
         if faults.cut_before_store > 0:
             faults.cut_before_store -= 1
             self._cut(request)
-        if request.content_type != MEDIA_TYPE:
-            return _problem(415, "unsupported_media_type", f"send {MEDIA_TYPE}")
-        key = request.headers.get("Idempotency-Key", "")
-        if not _ID.match(key):
-            return _problem(400, "idempotency_key", "Idempotency-Key must be the certificate id")
-        try:
-            data = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _problem(413, "too_large", "a certificate is at most "
-                            f"{MAX_CERTIFICATE_BYTES} bytes")
+        client = require_client(client_identity(request, self.client_roots))
+        key, data = await read_upload(request)
         loop = asyncio.get_running_loop()
         try:
             verified = await loop.run_in_executor(
                 None, lambda: verify_certificate(data, trust_roots=self.trust_roots))
         except CertificateError as exc:
-            status = 400 if exc.reason in MALFORMED_REASONS else 422
-            return _problem(status, "invalid_certificate", exc.message[:300], reason=exc.reason)
+            raise refusal_for(exc) from exc
         if verified.certificate_id != key:
-            return _problem(400, "idempotency_key",
-                            "Idempotency-Key is not the certificate's id")
+            return problem(400, "idempotency_key",
+                           "Idempotency-Key is not the certificate's id")
+        check_client(client, verified, trust_anchor(verified.chain, self.trust_roots))
         result, held, first = await loop.run_in_executor(None, self._store, key, data)
         if result == "conflict":
             log.error("certificate %s sent again with different content", key)
-            return _problem(409, "conflict", "a different certificate with this id is held",
-                            sha256=held)
+            return problem(409, "conflict", "a different certificate with this id is held",
+                           sha256=held)
         if result == "created":
             self.created[key] += 1
         else:
@@ -245,9 +253,9 @@ class Receiver:
         try:
             path = self.path_for(certificate_id)
         except ValueError:
-            return _problem(404, "not_found", "no such certificate")
+            return problem(404, "not_found", "no such certificate")
         if not path.exists():
-            return _problem(404, "not_found", "no such certificate")
+            return problem(404, "not_found", "no such certificate")
         return web.Response(body=path.read_bytes(), content_type=MEDIA_TYPE)
 
     async def _health(self, _request: web.Request) -> web.Response:
