@@ -106,6 +106,12 @@ class UplinkConfig(_Section):
     max_retry_after_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
     # How often an idle uplink looks for certificates it was not told about.
     poll_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    # A certificate that keeps failing on its own (5xx, timeouts, ...) is parked after
+    # this many failures in a row, once the platform has taken another certificate since
+    # it began to fail (an outage parks nothing); `wipeagent outbox requeue` sends it again.
+    park_after_failures: int = Field(default=8, ge=1, le=1000)
+    # Alerts in status, metrics and the log from this many failures in a row.
+    alert_after_failures: int = Field(default=3, ge=1, le=1000)
 
 
 class CertificateConfig(_Section):

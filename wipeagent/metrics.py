@@ -2,14 +2,18 @@
 
 A private CollectorRegistry (never the process-global one, so two agents in one test
 process do not collide). `Metrics.observe` is a session Observer; `Metrics.upload_result`
-is the uplink's recorder; `refresh()` reads the outbox depth from the journal, and
-`render()` returns the exposition text.
+is the uplink's recorder; `refresh()` reads the outbox from the journal (or takes the
+uplink's assessed `DeliveryStatus`, alerts included), and `render()` returns the text.
 
     wipeagent_sessions{state}                    sessions in flight, by current step
     wipeagent_step_duration_seconds{step}        bench seconds spent in each step (histogram)
     wipeagent_session_outcomes_total{outcome}    finished sessions by outcome
     wipeagent_outbox_certificates{state}         pending / parked / delivered certificates
     wipeagent_outbox_depth                       certificates not yet delivered
+    wipeagent_outbox_failing                     pending ones failing N times in a row
+    wipeagent_outbox_oldest_pending_age_seconds  age of the oldest pending certificate
+    wipeagent_uplink_consecutive_failures        attempts in a row that delivered nothing
+    wipeagent_delivery_alert{alert}              1 while a delivery alert holds, else 0
     wipeagent_uploads_total{result,reason}       delivery attempts (delivered/retry/parked)
     wipeagent_upload_failures_total{reason}      attempts that did not deliver
 """
@@ -24,7 +28,7 @@ from wipeagent.clock import Clock
 from wipeagent.errors import StoreError
 from wipeagent.session import SessionEvent
 from wipeagent.store import Store
-from wipeagent.uplink.outbox import Outbox
+from wipeagent.uplink.alerts import ALERT_CODES, DeliveryStatus, outbox_status
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ class Metrics:
 
     def __init__(self, clock: Clock, store: Store | None = None) -> None:
         self.clock = clock
-        self.outbox = Outbox(store) if store is not None else None
+        self.store = store
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.sessions = Gauge("wipeagent_sessions", "Sessions in flight by current step",
@@ -65,6 +69,21 @@ class Metrics:
         self.outbox_depth = Gauge("wipeagent_outbox_depth",
                                   "Certificates not yet delivered (pending + parked)",
                                   registry=r)
+        self.outbox_failing = Gauge(
+            "wipeagent_outbox_failing",
+            "Pending certificates whose last attempts all failed (alert threshold)",
+            registry=r)
+        self.outbox_oldest = Gauge("wipeagent_outbox_oldest_pending_age_seconds",
+                                   "Age of the oldest pending certificate (wall clock)",
+                                   registry=r)
+        self.link_failures = Gauge("wipeagent_uplink_consecutive_failures",
+                                   "Delivery attempts in a row that delivered nothing",
+                                   registry=r)
+        self.alerts = Gauge("wipeagent_delivery_alert",
+                            "1 while a delivery alert holds (see docs/ingest-api.md)",
+                            ["alert"], registry=r)
+        for code in ALERT_CODES:
+            self.alerts.labels(alert=code).set(0)
         self.uploads = Counter("wipeagent_uploads", "Certificate delivery attempts",
                                ["result", "reason"], registry=r)
         self.upload_failures = Counter("wipeagent_upload_failures",
@@ -73,7 +92,6 @@ class Metrics:
         # slot -> (current step, bench time it started). Keyed by slot, not session id,
         # because a resumed session changes its id mid-run.
         self._current: dict[str, tuple[str, float]] = {}
-        self._outbox_open = False
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -108,22 +126,30 @@ class Metrics:
         if result != "delivered":
             self.upload_failures.labels(reason=reason).inc()
 
-    async def refresh(self) -> None:
-        """Read the outbox counts from the journal (a failure keeps the last values)."""
-        if self.outbox is None:
-            return
-        try:
-            if not self._outbox_open:
-                await self.outbox.open()
-                self._outbox_open = True
-            counts = await self.outbox.counts()
-        except StoreError as exc:
-            log.warning("metrics: outbox unreadable: %s", exc)
-            return
+    async def refresh(self, status: DeliveryStatus | None = None) -> None:
+        """Update the outbox gauges from `status` (the uplink's assessment), else from the
+        journal; a failure keeps the last values."""
+        if status is None:
+            if self.store is None:
+                return
+            try:
+                status = await outbox_status(self.store)
+            except StoreError as exc:
+                log.warning("metrics: outbox unreadable: %s", exc)
+                return
+        counts = status.health.counts
         self.outbox_state.labels(state="pending").set(counts.pending)
         self.outbox_state.labels(state="parked").set(counts.parked)
         self.outbox_state.labels(state="delivered").set(counts.delivered)
         self.outbox_depth.set(counts.depth)
+        self.outbox_failing.set(status.health.failing)
+        oldest = status.health.oldest_pending
+        self.outbox_oldest.set(
+            max(0.0, (self.clock.now() - oldest).total_seconds()) if oldest else 0.0)
+        self.link_failures.set(status.link.failures)
+        holding = {a.code for a in status.alerts}
+        for code in ALERT_CODES:
+            self.alerts.labels(alert=code).set(1 if code in holding else 0)
 
     def render(self) -> str:
         """The Prometheus text exposition of every metric (call `refresh()` first for a

@@ -36,7 +36,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,7 @@ from wipeagent.service.reload import plan_reload
 from wipeagent.service.status import BenchSummary
 from wipeagent.session import DeviceSession, EraseGate, Observer, SessionEvent, allow_all
 from wipeagent.store import TERMINAL_STATES, Store
+from wipeagent.uplink.alerts import DeliveryStatus, outbox_status
 
 log = logging.getLogger("wipeagent.runner")
 
@@ -92,6 +93,8 @@ class RunContext:
     metrics: Callable[[], str] | None = None
     # Where the uplink records each delivery attempt (the metrics extension's Metrics).
     upload_recorder: Any = None
+    # The outbox and its alerts (set by the uplink extension; read by metrics and status).
+    delivery: Callable[[], Awaitable[DeliveryStatus]] | None = None
 
     def serial_of(self, event: SessionEvent) -> str | None:
         """The serial of the phone in `event.slot`, once it is identified."""
@@ -127,7 +130,8 @@ async def control_extension(ctx: RunContext) -> AsyncIterator[None]:
         bench.policy = config.policy.erase
 
     ctx.reload_hooks.append(on_reload)
-    server = ControlServer(bench, ctx.store, ctx.config, metrics=ctx.metrics)
+    server = ControlServer(bench, ctx.store, ctx.config, metrics=ctx.metrics,
+                           delivery=ctx.delivery)
     await server.start()
     try:
         yield
@@ -148,10 +152,14 @@ async def uplink_extension(ctx: RunContext) -> AsyncIterator[None]:
     uplink = uplink_from_config(ctx.config, ctx.store, ctx.clock,
                                 development=ctx.certifier.development,
                                 recorder=ctx.upload_recorder)
+    alert_after = ctx.config.uplink.alert_after_failures
     if uplink is None:
         log.info("uplink.url is empty: certificates stay in the journal's outbox")
+        ctx.delivery = lambda: outbox_status(ctx.store, alert_after_failures=alert_after)
         yield
         return
+    ctx.delivery = uplink.status
+    await _log_alerts(uplink)
     ctx.observers.append(uplink.observe)
     task = asyncio.get_running_loop().create_task(uplink.run(), name="uplink")
     try:
@@ -159,6 +167,18 @@ async def uplink_extension(ctx: RunContext) -> AsyncIterator[None]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _log_alerts(uplink: Any) -> None:
+    """At start-up, say in the log what the outbox holds that needs a person."""
+    try:
+        status = await uplink.status()
+    except WipeAgentError as exc:
+        log.error("outbox unreadable: %s", exc)
+        return
+    for alert in status.alerts:
+        level = logging.ERROR if alert.level == "error" else logging.WARNING
+        log.log(level, "delivery: %s (%s)", alert.message, alert.hint)
 
 
 METRICS_REFRESH_S = 15.0
@@ -178,7 +198,7 @@ async def metrics_extension(ctx: RunContext) -> AsyncIterator[None]:
     async def refresh() -> None:
         while True:
             try:
-                await metrics.refresh()
+                await metrics.refresh(await ctx.delivery() if ctx.delivery else None)
             except WipeAgentError as exc:  # a full disk must not stop the agent
                 log.warning("metrics refresh failed: %s", exc)
             await ctx.clock.sleep(METRICS_REFRESH_S)

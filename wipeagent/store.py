@@ -60,7 +60,56 @@ CREATE TABLE IF NOT EXISTS certificates (
     created_at TEXT NOT NULL,
     UNIQUE (station_id, sequence)
 );
+-- The outbox's bookkeeping (wipeagent/uplink/outbox.py): one small row per certificate,
+-- without its bytes, added by the trigger below in the transaction that stores the
+-- certificate, so no certificate can be committed without being queued for delivery.
+-- The partial index on next_attempt_at makes "the next certificate due" one index seek.
+CREATE TABLE IF NOT EXISTS deliveries (
+    certificate_id TEXT PRIMARY KEY REFERENCES certificates(certificate_id),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'parked')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT,
+    last_error TEXT,
+    receipt TEXT,
+    updated_at TEXT NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    failing_since TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state, next_attempt_at);
+CREATE TRIGGER IF NOT EXISTS certificates_outbox AFTER INSERT ON certificates BEGIN
+    INSERT OR IGNORE INTO deliveries (certificate_id, state, next_attempt_at, updated_at)
+    VALUES (NEW.certificate_id, 'pending', NEW.created_at, NEW.created_at);
+END;
 """
+
+# Columns added to `deliveries` after it first shipped: (name, declaration).
+_DELIVERY_COLUMNS = (
+    ("failures", "INTEGER NOT NULL DEFAULT 0"),
+    ("failing_since", "TEXT"),
+)
+
+# After the columns exist: the due index, and a row for every certificate stored before the
+# trigger existed (due at its creation time; a pending row without a time is due now).
+_OUTBOX_MIGRATION = """
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at)
+    WHERE state = 'pending';
+INSERT INTO deliveries (certificate_id, state, next_attempt_at, updated_at)
+    SELECT c.certificate_id, 'pending', c.created_at, c.created_at FROM certificates c
+    WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.certificate_id = c.certificate_id);
+UPDATE deliveries SET next_attempt_at = updated_at
+    WHERE state = 'pending' AND next_attempt_at IS NULL;
+"""
+
+
+def _migrate_outbox(db: sqlite3.Connection) -> None:
+    """Bring an older journal's `deliveries` table up to date (idempotent, one transaction)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    for name, declaration in _DELIVERY_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE deliveries ADD COLUMN {name} {declaration}")
+    for statement in _OUTBOX_MIGRATION.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 # Session states that end a session; anything else can be resumed.
 TERMINAL_STATES = frozenset({"done"})
@@ -162,6 +211,7 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            _migrate_outbox(db)
             db.execute("COMMIT")
             if row is not None and int(row[0]) != SCHEMA_VERSION:
                 db.close()

@@ -50,7 +50,7 @@ async def test_states_and_next_due(bench: Bench) -> None:
     parked = [i for i in await outbox.items() if i.state == "parked"]
     assert parked[0].last_error == "HTTP 422: bad_signature <b>x</b>"  # one line
     assert parked[0].attempts == 1
-    assert await outbox.retry(c.certificate_id) == 1
+    assert await outbox.requeue(c.certificate_id) == 1
     assert (await outbox.counts()).parked == 0
 
 
@@ -76,7 +76,7 @@ async def test_cli_lists_pending_and_parked(bench: Bench, capsys: pytest.Capture
                                             ) -> None:
     a, b, c = await bench.issue(3)
     journal = bench.store.path
-    # Before the uplink ever ran there is no deliveries table: all pending.
+    # Nothing was sent yet: all pending.
     items = read_outbox(journal)
     assert len(items) == 3 and outbox_counts(journal)["pending"] == 3
     outbox = await Outbox(bench.store).open()
@@ -104,9 +104,9 @@ async def test_cli_retry_moves_parked_back(bench: Bench, capsys: pytest.CaptureF
     state_dir = str(bench.store.path.parent)
     import asyncio
 
-    code = await asyncio.to_thread(cmd_outbox, parse(["outbox", "--state-dir", state_dir,
-                                                      "--retry", "all"]))
-    assert code == 0 and "1 parked" in capsys.readouterr().out
+    code = await asyncio.to_thread(cmd_outbox, parse(["outbox", "requeue", "--all",
+                                                      "--state-dir", state_dir]))
+    assert code == 0 and "1 certificate(s) re-queued" in capsys.readouterr().out
     assert (await outbox.counts()).parked == 0
 
 

@@ -175,7 +175,7 @@ async def test_permanent_refusal_is_parked_and_others_go_on(bench: Bench) -> Non
         # A technician retries the parked ones: the first goes through now.
         from wipeagent.uplink.outbox import Outbox
 
-        assert await Outbox(bench.store).retry() == 2
+        assert await Outbox(bench.store).requeue() == 2
         report = await deliver_all(bench.store, url=receiver.url, ssl_context=bench.client_ssl,
                                    clock=bench.clock, settings=fast(receiver.url))
         assert (report.delivered, report.parked) == (2, 1)

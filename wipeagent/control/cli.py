@@ -74,6 +74,14 @@ def render_table(status: dict[str, Any]) -> Table:
         table.add_row(Text(str(slot.get("slot", ""))), Text(_phone(slot)), Text(str(step)),
                       Text(f"{bar} {progress:4.0%}"), Text(str(slot.get("message", ""))[:70]),
                       Text(str(slot.get("outcome") or "")))
+    delivery = status.get("delivery") or {}
+    lines = [f"outbox: {delivery.get('pending', 0)} pending, {delivery.get('parked', 0)} "
+             f"parked, {delivery.get('delivered', 0)} delivered"] if "pending" in delivery else []
+    lines += [f"{str(a.get('level', '')).upper()}: {a.get('message', '')} -> {a.get('hint', '')}"
+              for a in delivery.get("alerts", [])]
+    if lines:
+        table.caption = Text("\n".join(lines))
+        table.caption_justify = "left"
     return table
 
 

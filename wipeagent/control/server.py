@@ -39,6 +39,7 @@ from wipeagent.control.bench import BenchState, ControlError
 from wipeagent.control.intake import IntakeList, parse_entry
 from wipeagent.errors import CertificateError, ConfigError, WipeAgentError
 from wipeagent.store import CertificateRow, Store
+from wipeagent.uplink.alerts import DeliveryStatus, outbox_status
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ MAX_BODY = 1 << 20
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SLOT = re.compile(r"^[\x21-\x7e]{1,128}$")
 MetricsProvider = Callable[[], str]
+DeliveryProvider = Callable[[], Awaitable[DeliveryStatus]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -139,6 +141,7 @@ class ControlServer:
         group: str | None = None,
         trust_roots: list[x509.Certificate] | None = None,
         metrics: MetricsProvider | None = None,
+        delivery: DeliveryProvider | None = None,
     ) -> None:
         self.bench = bench
         self.store = store
@@ -147,6 +150,10 @@ class ControlServer:
         self.group = config.control.group if group is None else group
         self.trust_roots = trust_roots
         self.metrics = metrics
+        # The outbox and its alerts for GET /status: the uplink's own view when it runs.
+        self.delivery = delivery or (lambda: outbox_status(
+            store, configured=bool(config.uplink.url),
+            alert_after_failures=config.uplink.alert_after_failures))
         self.intake = IntakeList(store)
         self._pdf_executor = ThreadPoolExecutor(max_workers=1,
                                                 thread_name_prefix="wipeagent-pdf")
@@ -253,6 +260,10 @@ class ControlServer:
         """GET /status: the bench, every slot with phone, step, progress and outcome."""
         snapshot = self.bench.snapshot()
         await self._with_certificates(snapshot["slots"])
+        try:
+            snapshot["delivery"] = (await self.delivery()).as_dict()
+        except WipeAgentError as exc:  # a journal that cannot answer must not hide the bench
+            snapshot["delivery"] = {"error": str(exc), "alerts": []}
         return web.json_response(snapshot)
 
     async def get_slot(self, request: web.Request) -> web.Response:

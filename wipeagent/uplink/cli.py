@@ -1,7 +1,8 @@
-"""Commands: `wipeagent outbox`, `receiver`, `uplink-key`, `uplink-sign`.
+"""Commands: `wipeagent outbox [list|requeue]`, `receiver`, `uplink-key`, `uplink-sign`.
 
-`outbox` reads the journal directly (read-only SQLite, safe while the agent runs: WAL);
-`outbox --retry` writes, through the Store.
+`outbox list` (the default) reads the journal directly (read-only SQLite, safe while the
+agent runs: WAL); `outbox requeue ID|--all` writes, through the Store; a running agent's
+uplink picks re-queued certificates up within `uplink.poll_interval_s`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 from pathlib import Path
@@ -44,7 +46,8 @@ def read_outbox(journal: Path, *, include_delivered: bool = False) -> list[Outbo
                 # Nothing was ever sent: an empty TEMP table (allowed on a read-only
                 # connection) lets the same query say "all pending".
                 db.execute("CREATE TEMP TABLE deliveries (certificate_id TEXT, state TEXT,"
-                           " attempts INTEGER, next_attempt_at TEXT, last_error TEXT)")
+                           " attempts INTEGER, next_attempt_at TEXT, last_error TEXT,"
+                           " failures INTEGER, failing_since TEXT)")
             return list_items(db, include_delivered=include_delivered)
         finally:
             db.close()
@@ -52,24 +55,56 @@ def read_outbox(journal: Path, *, include_delivered: bool = False) -> list[Outbo
         raise StoreError(f"journal {journal}: {exc}") from exc
 
 
-def cmd_outbox(args: argparse.Namespace) -> int:
-    """List pending and parked certificates; --retry moves parked ones back to pending."""
-    journal = _journal_path(args)
-    if args.retry:
-        async def retry() -> int:
-            async with Store(journal) as store:
-                outbox = await Outbox(store).open()
-                return await outbox.retry(None if args.retry == "all" else args.retry)
+def requeue(journal: Path, certificate_id: str | None) -> int:
+    """Re-queue parked certificates (one, or all when None) in a journal file; returns
+    how many. Safe beside a running agent (SQLite WAL, the journal's own locking)."""
+    if not journal.exists():
+        raise StoreError(f"no journal at {journal}", hint="check --state-dir / --config")
 
-        moved = asyncio.run(retry())
-        print(f"{moved} parked certificate(s) moved back to pending")
-        return 0 if moved else 1
+    async def write() -> int:
+        async with Store(journal) as store:
+            return await Outbox(store).requeue(certificate_id)
+
+    moved = asyncio.run(write())
+    _keep_owner(journal)
+    return moved
+
+
+def _keep_owner(journal: Path) -> None:
+    """Run as root beside a stopped agent, SQLite may leave -wal/-shm files owned by
+    root that the service user could not open: give them the journal's owner."""
+    if os.geteuid() != 0:
+        return
+    owner = journal.stat()
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{journal}{suffix}")
+        try:
+            if side.stat().st_uid != owner.st_uid:
+                os.chown(side, owner.st_uid, owner.st_gid)
+        except FileNotFoundError:
+            continue
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """`outbox list` (default): pending and parked certificates; `outbox requeue`."""
+    journal = _journal_path(args)
+    if getattr(args, "outbox_command", None) == "requeue":
+        if bool(args.id) == bool(args.all_parked):
+            raise ConfigError("outbox requeue wants a certificate id or --all",
+                              hint="list them with `wipeagent outbox list`")
+        moved = requeue(journal, None if args.all_parked else args.id)
+        if args.id and not moved:
+            print(f"{args.id}: no such certificate waiting in the outbox")
+            return 1
+        print(f"{moved} certificate(s) re-queued: due now, failure count reset")
+        return 0
     items = read_outbox(journal, include_delivered=args.all)
     if args.json:
         print(json.dumps([{
             "certificate_id": i.certificate_id, "station_id": i.station_id,
             "sequence": i.sequence, "sha256": i.sha256, "created_at": i.created_at,
-            "state": i.state, "attempts": i.attempts,
+            "state": i.state, "attempts": i.attempts, "failures": i.failures,
+            "failing_since": i.failing_since.isoformat() if i.failing_since else None,
             "next_attempt_at": i.next_attempt_at.isoformat() if i.next_attempt_at else None,
             "last_error": i.last_error,
         } for i in items], indent=2))
@@ -81,7 +116,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     for i in items:
         if i.state == "parked":
             detail = f"PARKED: {i.last_error or ''}"
-        elif i.next_attempt_at is not None:
+        elif i.state == "delivered":
+            detail = ""
+        elif i.next_attempt_at is not None and i.attempts:
             detail = f"{i.next_attempt_at:%Y-%m-%d %H:%M:%S}Z  {i.last_error or ''}"
         else:
             detail = "now"
@@ -89,8 +126,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
               f"{clean_text(detail, 160)}")
     parked = sum(i.state == "parked" for i in items)
     if parked:
-        print(f"{parked} parked: the platform refused them; fix the cause, then "
-              "`wipeagent outbox --retry all`")
+        print(f"{parked} parked: not sent until re-queued; fix the cause, then "
+              "`wipeagent outbox requeue ID` (or `--all`)")
     return 0
 
 
@@ -168,17 +205,36 @@ def cmd_uplink_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox_options(p: argparse.ArgumentParser, *, verb: str | None) -> None:
+    """Options of `outbox` and its verbs. On a verb they default to SUPPRESS, so a value
+    given before the verb (`outbox --state-dir D list`) is not overwritten."""
+    def d(value: Any) -> Any:
+        return value if verb is None else argparse.SUPPRESS
+
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", default=d(DEFAULT_CONFIG), help="agent configuration file")
+    where.add_argument("--state-dir", default=d(None), help="the agent's state directory")
+    if verb == "requeue":
+        return
+    p.add_argument("--all", action="store_true", default=d(False),
+                   help="include delivered certificates")
+    p.add_argument("--json", action="store_true", default=d(False),
+                   help="machine-readable list")
+
+
 def register(subparsers: Any) -> None:
     """Add `outbox`, `receiver`, `uplink-key` and `uplink-sign` (each sets func and handler)."""
     p = subparsers.add_parser("outbox", help="certificates not yet delivered to the platform")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--config", default=DEFAULT_CONFIG, help="agent configuration file")
-    where.add_argument("--state-dir", default=None, help="the agent's state directory")
-    p.add_argument("--all", action="store_true", help="include delivered certificates")
-    p.add_argument("--json", action="store_true", help="machine-readable list")
-    p.add_argument("--retry", metavar="ID|all",
-                   help="move a parked certificate (or all) back to pending")
+    _outbox_options(p, verb=None)
     p.set_defaults(func=cmd_outbox, handler=cmd_outbox)
+    verbs = p.add_subparsers(dest="outbox_command", metavar="{list,requeue}")
+    q = verbs.add_parser("list", help="pending and parked certificates (the default)")
+    _outbox_options(q, verb="list")
+    q = verbs.add_parser("requeue", help="send parked certificates again")
+    _outbox_options(q, verb="requeue")
+    q.add_argument("id", nargs="?", help="the certificate id (see `outbox list`)")
+    q.add_argument("--all", dest="all_parked", action="store_true",
+                   help="every parked certificate")
 
     p = subparsers.add_parser("receiver", help="reference ingest receiver (tests, demo)")
     p.add_argument("--listen", required=True, help="HOST:PORT")

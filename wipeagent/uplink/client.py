@@ -1,20 +1,27 @@
 """The uplink: the outbox delivered to the platform's ingest endpoint, exactly once.
 
-One certificate at a time, oldest first, over HTTPS with mutual TLS:
+Certificates go oldest-due first over one HTTPS connection with mutual TLS:
 
     POST {url}   Content-Type: application/jose+json   Idempotency-Key: <certificate id>
     body = the certificate's exact JWS bytes from the journal
 
 - 201 / 200 with a receipt naming the same id and SHA-256: delivered, receipt journaled.
-- 408, 429, 5xx, connection refused / cut, timeouts, TLS failures: transient. The
-  certificate gets a new `next_attempt_at` and the whole link backs off (exponential with
-  jitter, or exactly the server's Retry-After), so a platform that is down for days sees
-  one request per back-off period, not one per certificate.
-- any other 4xx: a permanent refusal, parked with its reason for a technician.
+- 408, 429, 5xx, timeouts, a connection cut mid-request, a success without a matching
+  receipt: a failure of *this certificate*. It gets its own back-off (exponential with
+  jitter, or the server's Retry-After) and the others go on. After
+  `park_after_failures` of these in a row it is parked, but only if the platform
+  accepted some other certificate since it began to fail: a platform outage never parks
+  anything (see docs/ingest-api.md).
+- could not connect (refused, unreachable, TLS handshake): a failure of the link. The
+  link backs off as a whole (one request per back-off period however long the backlog),
+  and the certificate's own count is left alone.
+- any other 4xx: a permanent refusal, parked at once with its reason.
 
 Exactly once: the platform stores by certificate id and answers a repeat with 200, so a
 reply lost to a cut connection, a killed agent or a full disk (receipt not journaled) only
-means the same bytes are sent again and acknowledged without a second copy.
+means the same bytes are sent again and acknowledged without a second copy. That is also
+why receipts may be journaled a few at a time, in one transaction, while the next
+certificate is already on its way: a receipt lost with the process costs one repeat.
 
 Every wait goes through the Clock in bench seconds (Retry-After seconds included; in
 production a bench second is a second).
@@ -41,7 +48,8 @@ from wipeagent.config import AgentConfig
 from wipeagent.errors import ConfigError, StoreError
 from wipeagent.session import SessionEvent
 from wipeagent.store import Store
-from wipeagent.uplink.outbox import Outbox, OutboxCounts, OutboxItem, clean_text
+from wipeagent.uplink.alerts import DeliveryStatus, LinkState, assess
+from wipeagent.uplink.outbox import Outbox, OutboxCounts, OutboxItem, Receipt, clean_text
 from wipeagent.uplink.tls import client_context, ensure_dev_client_tls
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,12 @@ MEDIA_TYPE = "application/jose+json"
 MAX_RESPONSE_BYTES = 64 * 1024
 
 Result = Literal["delivered", "retry", "parked"]
+# Whose failure a retry is: the certificate's own, or the link's (platform not reached).
+Scope = Literal["certificate", "link"]
+
+# Certificates read from the journal per pick (with their bytes): one index range read
+# serves this many deliveries.
+BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,11 @@ class UplinkSettings:
     backoff_max_s: float = 900.0
     max_retry_after_s: float = 86400.0
     poll_interval_s: float = 30.0
+    # A certificate is parked after this many of its own failures in a row, once the
+    # platform has accepted another certificate since it began to fail.
+    park_after_failures: int = 8
+    # Alerts (status, metrics, log) from this many failures in a row.
+    alert_after_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,7 @@ class Attempt:
     status: int | None = None
     retry_after_s: float | None = None
     receipt: dict[str, Any] | None = None
+    scope: Scope = "certificate"
 
 
 class UploadRecorder(Protocol):
@@ -159,9 +179,18 @@ class Uplink:
         self.recorder = recorder
         self.attempts = 0
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
-        self._failures = 0  # consecutive transient failures of the link
+        self._failures = 0  # consecutive attempts of the link that delivered nothing
+        self._failing_since: datetime | None = None
+        self._unreachable = False  # one of those could not reach the platform
+        self._failed: set[str] = set()  # which certificates failed (up to 2 kept)
+        self._alerted = False  # the platform alert was logged for this run of failures
+        self._last_error: str | None = None
+        self._last_delivery: datetime | None = None  # wall clock of the last receipt
+        self._journal_failures = 0  # receipts that could not be journaled, in a row
         self._wake = asyncio.Event()
-        self._opened = False
+        # Receipts waiting to be journaled, and the one journal write in flight.
+        self._receipts: list[Receipt] = []
+        self._writing: asyncio.Task[None] | None = None
 
     # -- waking ---------------------------------------------------------------------------
 
@@ -213,8 +242,15 @@ class Uplink:
         except TimeoutError:
             return Attempt("retry", "timeout", "no answer from the platform in time")
         except aiohttp.ClientSSLError as exc:
-            return Attempt("retry", "tls", clean_text(f"TLS: {exc}"))
+            # A handshake the platform (or something in its place) refused: not this
+            # certificate's doing.
+            return Attempt("retry", "tls", clean_text(f"TLS: {exc}"), scope="link")
+        except aiohttp.ClientConnectorError as exc:
+            return Attempt("retry", "connection",
+                           clean_text(f"connection: {type(exc).__name__}: {exc}"),
+                           scope="link")
         except (aiohttp.ClientError, OSError) as exc:
+            # Connected, then cut or garbled mid-request: it may be this certificate.
             return Attempt("retry", "connection",
                            clean_text(f"connection: {type(exc).__name__}: {exc}"))
         if status in (200, 201):
@@ -251,28 +287,113 @@ class Uplink:
         return Attempt("delivered", "created" if status == 201 else "duplicate",
                        status=status, receipt=receipt)
 
+    def _link_answered(self) -> None:
+        self._failures = 0
+        self._failing_since = None
+        self._unreachable = False
+        self._failed.clear()
+        self._alerted = False
+
+    def _link_failed(self, item: OutboxItem, attempt: Attempt) -> None:
+        self._failures += 1
+        self._last_error = attempt.error
+        if self._failing_since is None:
+            self._failing_since = self.clock.now()
+        self._unreachable |= attempt.scope == "link"
+        if len(self._failed) < 2:
+            self._failed.add(item.certificate_id)
+        if self._failures >= self.settings.alert_after_failures and (
+                self._unreachable or len(self._failed) > 1) and not self._alerted:
+            self._alerted = True
+            log.error("uplink: nothing delivered in %d attempts in a row: %s (certificates "
+                      "wait in the outbox; see `wipeagent status`)", self._failures,
+                      attempt.error)
+
+    def _should_park(self, item: OutboxItem, failures: int) -> bool:
+        """Its own failures reached the limit, and the platform took another certificate
+        since this one began to fail: the platform works, this certificate does not."""
+        started = item.failing_since or self.clock.now()
+        return (failures >= self.settings.park_after_failures
+                and self._last_delivery is not None and self._last_delivery > started)
+
     async def _record(self, item: OutboxItem, attempt: Attempt) -> float:
         """Journal the attempt; returns bench seconds the link should rest first."""
         if self.recorder is not None:
             self.recorder.upload_result(attempt.result, attempt.reason)
         if attempt.result == "delivered":
             assert attempt.receipt is not None
-            self._failures = 0
-            await self.outbox.mark_delivered(item.certificate_id, attempt.receipt)
+            self._link_answered()
+            self._last_delivery = self.clock.now()
+            self._receipts.append(Receipt(item.certificate_id, attempt.receipt))
+            self._start_write()
             return 0.0
         if attempt.result == "parked":
-            self._failures = 0
-            log.error("certificate %s refused by the platform: %s", item.certificate_id,
-                      attempt.error)
+            self._link_answered()
+            log.error("certificate %s refused by the platform: %s; parked (wipeagent outbox "
+                      "requeue once the cause is fixed)", item.certificate_id, attempt.error)
             await self.outbox.mark_parked(item.certificate_id, attempt.error)
             return 0.0
-        self._failures += 1
-        delay = (attempt.retry_after_s if attempt.retry_after_s is not None
-                 else self.backoff(self._failures))
-        log.warning("certificate %s not delivered (%s); next try in %.0f s",
-                    item.certificate_id, attempt.error, delay)
-        await self.outbox.mark_retry(item.certificate_id, attempt.error, self._at(delay))
-        return delay
+        self._link_failed(item, attempt)
+        if attempt.scope == "link":
+            # The platform was not reached: the link rests, the certificate stays first.
+            delay = self.backoff(self._failures)
+            log.warning("platform not reached (%s); next try in %.0f s", attempt.error, delay)
+            await self.outbox.mark_retry(item.certificate_id, attempt.error, self._at(delay),
+                                         own_failure=False)
+            return delay
+        failures = item.failures + 1
+        if self._should_park(item, failures):
+            reason = clean_text(f"gave up after {failures} failed attempts in a row while "
+                                f"other certificates were delivered; last: {attempt.error}")
+            log.error("certificate %s parked: %s (wipeagent outbox requeue)",
+                      item.certificate_id, reason)
+            if self.recorder is not None:
+                self.recorder.upload_result("parked", "gave_up")
+            await self.outbox.mark_parked(item.certificate_id, reason, own_failure=True)
+        else:
+            own = (attempt.retry_after_s if attempt.retry_after_s is not None
+                   else self.backoff(failures))
+            if failures == self.settings.alert_after_failures:
+                log.error("certificate %s failed %d times in a row (%s); retried on its own "
+                          "back-off, parked after %d while others are delivered",
+                          item.certificate_id, failures, attempt.error,
+                          self.settings.park_after_failures)
+            else:
+                log.warning("certificate %s not delivered (%s); its next try in %.0f s",
+                            item.certificate_id, attempt.error, own)
+            await self.outbox.mark_retry(item.certificate_id, attempt.error, self._at(own))
+        # The link rests briefly after a failure, longer as failures follow each other, and
+        # as long as the platform asks when it limits the rate (429) or keeps failing.
+        rest = self.backoff(self._failures)
+        if attempt.retry_after_s is not None and (attempt.status == 429 or self._failures > 1):
+            rest = max(rest, attempt.retry_after_s)
+        return rest
+
+    # -- receipts: journaled in the background, several per transaction ------------------
+
+    def _start_write(self) -> None:
+        if self._receipts and (self._writing is None or self._writing.done()):
+            batch, self._receipts = self._receipts, []
+            self._writing = asyncio.get_running_loop().create_task(
+                self._write_receipts(batch), name="uplink-receipts")
+
+    async def _write_receipts(self, batch: list[Receipt]) -> None:
+        try:
+            await self.outbox.mark_delivered_many(batch)
+            self._journal_failures = 0
+        except StoreError as exc:
+            # Disk full or similar: those certificates stay pending in the journal, so they
+            # are sent again later and the platform answers 200 for them.
+            self._journal_failures += 1
+            log.error("cannot journal the delivery of %d certificate(s): %s", len(batch), exc)
+
+    async def _flush(self) -> None:
+        """Wait until every receipt received so far is journaled (or failed to be)."""
+        while self._writing is not None or self._receipts:
+            if self._writing is not None:
+                await asyncio.shield(self._writing)
+                self._writing = None
+            self._start_write()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -282,45 +403,75 @@ class Uplink:
         return aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=None))
 
+    async def _attempt(self, http: aiohttp.ClientSession, item: OutboxItem) -> float:
+        """Deliver one certificate; bench seconds the link should rest afterwards."""
+        self.attempts += 1
+        try:
+            attempt = await self.post(http, item)
+        except Exception as exc:  # a bug in one attempt must not stop deliveries
+            log.exception("delivery attempt of %s failed", item.certificate_id)
+            attempt = Attempt("retry", "error", clean_text(f"{type(exc).__name__}: {exc}"))
+        try:
+            return await self._record(item, attempt)
+        except StoreError as exc:
+            # Disk full or similar: the certificate stays pending in the journal, so it
+            # is sent again later and the platform answers 200 for it.
+            self._journal_failures += 1
+            log.error("cannot journal the delivery of %s: %s", item.certificate_id, exc)
+            return self.backoff(self._journal_failures)
+
+    async def _pick(self) -> tuple[list[OutboxItem], float | None]:
+        """Due certificates, or ([], bench seconds to idle; None: nothing pending)."""
+        now = self.clock.now()
+        items, later = await self.outbox.next_batch(now, BATCH)
+        if items or later is None:
+            return items, None
+        return [], (later - now).total_seconds() * self.clock.speed
+
     async def run(self, *, until_idle: bool = False) -> None:
         """Deliver forever (or, with `until_idle`, until nothing is pending)."""
-        if not self._opened:
-            await self.outbox.open()
-            self._opened = True
         async with self._session() as http:
-            while True:
-                try:
-                    item, later = await self.outbox.next_due(self.clock.now())
-                except StoreError as exc:
-                    self._failures += 1
-                    log.error("outbox unreadable: %s", exc)
-                    await self.clock.sleep(self.backoff(self._failures))
-                    continue
-                if item is None:
-                    if later is None:
-                        if until_idle:
+            try:
+                while True:
+                    try:
+                        items, wait = await self._pick()
+                    except StoreError as exc:
+                        self._journal_failures += 1
+                        log.error("outbox unreadable: %s", exc)
+                        await self.clock.sleep(self.backoff(self._journal_failures))
+                        continue
+                    if not items:
+                        if wait is None and until_idle:
                             return
-                        await self._idle(self.settings.poll_interval_s)
-                    else:
-                        wait = (later - self.clock.now()).total_seconds() * self.clock.speed
-                        await self._idle(min(wait, self.settings.poll_interval_s))
-                    continue
-                self.attempts += 1
-                try:
-                    attempt = await self.post(http, item)
-                except Exception as exc:  # a bug in one attempt must not stop deliveries
-                    log.exception("delivery attempt of %s failed", item.certificate_id)
-                    attempt = Attempt("retry", "error", clean_text(f"{type(exc).__name__}: {exc}"))
-                try:
-                    rest = await self._record(item, attempt)
-                except StoreError as exc:
-                    # Disk full or similar: the certificate stays pending in the journal,
-                    # so it is sent again later and the platform answers 200 for it.
-                    self._failures += 1
-                    log.error("cannot journal the delivery of %s: %s", item.certificate_id, exc)
-                    rest = self.backoff(self._failures)
-                if rest > 0:
-                    await self.clock.sleep(rest)
+                        poll = self.settings.poll_interval_s
+                        await self._idle(poll if wait is None else min(wait, poll))
+                        continue
+                    rest = 0.0
+                    for item in items:
+                        rest = await self._attempt(http, item)
+                        if rest > 0:
+                            break  # pick again after resting: what is due has changed
+                    await self._flush()
+                    if self._journal_failures:
+                        rest = max(rest, self.backoff(self._journal_failures))
+                    if rest > 0:
+                        await self.clock.sleep(rest)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._flush()
+
+    def link_state(self) -> LinkState:
+        """The link as this uplink sees it (in memory)."""
+        return LinkState(configured=True, failures=self._failures,
+                         failing_since=self._failing_since, last_error=self._last_error,
+                         last_delivery_at=self._last_delivery,
+                         unreachable=self._unreachable, certificates=len(self._failed))
+
+    async def status(self) -> DeliveryStatus:
+        """The outbox and the link, with the alerts that hold."""
+        alert_after = self.settings.alert_after_failures
+        health = await self.outbox.health(failing_after=alert_after)
+        return assess(health, self.link_state(), alert_after_failures=alert_after)
 
     async def report(self) -> DeliveryReport:
         """The outbox as it stands."""
@@ -353,7 +504,6 @@ async def deliver_all(
         await clock.wait_for(uplink.run(until_idle=True), timeout_s)
     except TimeoutError:
         log.warning("delivery did not finish within %.0f s", timeout_s)
-    await uplink.outbox.open()
     return await uplink.report()
 
 
@@ -363,7 +513,8 @@ def settings_from_config(config: AgentConfig) -> UplinkSettings:
     return UplinkSettings(
         url=u.url, timeout_s=u.timeout_s, backoff_initial_s=u.backoff_initial_s,
         backoff_max_s=u.backoff_max_s, max_retry_after_s=u.max_retry_after_s,
-        poll_interval_s=u.poll_interval_s,
+        poll_interval_s=u.poll_interval_s, park_after_failures=u.park_after_failures,
+        alert_after_failures=u.alert_after_failures,
     )
 
 
