@@ -96,10 +96,14 @@ async def generate(journal: Path, dev_pki: Path, count: int) -> None:
     os.replace(tmp, journal)
 
 
+def remove_journal(journal: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{journal}{suffix}").unlink(missing_ok=True)
+
+
 def copy_journal(source: Path, target: Path, keep: int) -> None:
     """A copy of `source` holding its first `keep` certificates, none delivered."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    remove_journal(target)
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
     db = sqlite3.connect(target)
@@ -293,8 +297,7 @@ async def pick_cost(work: Path, source: Path, sizes: list[int]) -> list[dict[str
                 assert item is not None
         finally:
             await store.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{journal}{suffix}").unlink(missing_ok=True)
+        remove_journal(journal)
         row = {"backlog": n, "median_ms": 1000 * statistics.median(times),
                "p99_ms": 1000 * sorted(times)[int(len(times) * 0.99) - 1]}
         out.append(row)
@@ -305,7 +308,7 @@ async def pick_cost(work: Path, source: Path, sizes: list[int]) -> list[dict[str
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def journal_steps(store: Store, stop: asyncio.Event, name: str) -> list[float]:
@@ -352,8 +355,7 @@ async def drain(work: Path, tls: Tls, source: Path, sizes: list[int], idle_s: fl
             finally:
                 await store.close()
             assert receiver.held() == n
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{journal}{suffix}").unlink(missing_ok=True)
+        remove_journal(journal)
         row = {"backlog": n, "seconds": elapsed, "per_s": n / elapsed,
                "ms_per_cert": 1000 * elapsed / n,
                "idle_steps": len(idle), "idle_p50_ms": 1000 * percentile(idle, 0.5),
@@ -375,7 +377,6 @@ def sizes_arg(text: str) -> list[int]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
     tls = tls_material(work)
     need = max([args.count, *args.pick_sizes, *args.drain_sizes])
     source = work / f"source-{need}.sqlite3"
@@ -423,6 +424,7 @@ def main() -> int:
     parser.add_argument("--workdir", default="/tmp/wipeagent-bench-uplink")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
     result = asyncio.run(main_async(args))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
