@@ -1,36 +1,57 @@
 #!/usr/bin/env python3
-"""Benchmark: how the agent scales with many phones at once.
+"""Benchmark: the agent with many phones plugged in at once, agent and phones apart.
 
-    .venv/bin/python scripts/bench_sessions.py [--phones 1,8,32,64] [--speed 20[,10]] [--write]
+    .venv/bin/python scripts/bench_sessions.py [--phones 8,64,256] [--speed 1,20]
+                                               [--rounds 1] [--write]
 
-For each N, starts N simulated Android phones in this process (copies of the
-`pixel8-clean` profile with distinct serials, each behind its own fake adbd on loopback
-speaking the real ADB protocol), runs the real agent over them exactly as
-tests/test_bench_e2e.py does (demo config, `build_agent(extra_endpoints=...)`,
-`agent.run(until=completed >= N)`) at a fixed clock speed, so the simulated reboot time is
-the same real time for every N, and reports:
+Each round runs three processes: this one (the conductor), a *phones* process and an
+*agent* process (both this script, started with a hidden sub-command):
 
-  wall        real seconds from agent start to the N-th finished session
-  sessions    sessions finished: more than N when a phone needed a second session
-  phones/min  N / wall * 60
-  erased      phones whose first session ended `erased`: must be all of them
-  CPU         user + system CPU seconds of this process during the run (getrusage)
-  peak RSS    of the process so far (ru_maxrss: monotonic, so rounds run smallest first)
-  loop lag    a task sleeps 10 ms in a loop; the overshoot (max and p99) shows whether
-              anything blocks the event loop
-  threads     the most threads alive at once during the run (sampled by the lag task)
-  probes      presence probes of the agent's TCP source (counted by wrapping it), with
-              the CPU cost of one probe calibrated first against an idle phone
-  GC          the longest garbage collection (gc.callbacks): it stops the loop too
+- the phones process starts N simulated Android phones (copies of the `pixel8-clean`
+  profile with distinct serials, each behind its own fake adbd on loopback speaking the
+  real ADB protocol), all unplugged; it records when each phone's own reboot takes it
+  offline and when it listens again;
+- the agent process builds the real agent exactly as `wipeagent run` does
+  (`assemble.build_agent` with the demo configuration and the phones as TCP endpoints,
+  `runner.tune_gc` after start-up) and runs it until every phone has a finished session;
+- the conductor starts the agent, waits a little, has every phone plugged in at once,
+  and collects both sides' figures. Clocks: both processes stamp events with
+  `time.monotonic()` (CLOCK_MONOTONIC, one clock for the whole machine).
 
-With several --speed values every phone count runs at each speed. The script exits 1 if
-any phone's first session did not end `erased` (after printing the figures and writing
-the docs, so a failure is recorded, not hidden).
+What it reports per round (the agent's figures are the agent process's alone):
 
-The phones and the agent share one process and one event loop, so the figures include
-the simulators' own work (the fake adbd, the simulated file system) — an upper bound on
-the agent's cost. With --write, replaces the "## Concurrent sessions" section of
-docs/benchmarks.md with the table, command, machine and interpretation.
+  sessions       finished sessions (one per phone unless one needed a second; cancelled or
+                 crashed sessions are not counted: a round only ends when every phone has
+                 a finished session, or at --timeout)
+  erased 1st     phones whose first finished session ended `erased`
+  pauses         sessions paused by a departure (no phone is unplugged in this benchmark,
+                 so every one is a false departure)
+  false dep.     departures announced for a phone that was not in its erase reboot
+  ident p50/p99  plug-in -> identified, real seconds
+  back p99       the phone listening again after its reset -> the agent's re-identified
+                 phone ("verify" step), bench seconds
+  overhead       median over phones of (plug-in -> certified) / (the phone's own time) - 1,
+                 where the phone's own time is its reboot as measured in the phones process
+                 plus the profile's 1 bench second between answering the erase and going
+                 down; everything else (command round trips, polling, waiting, the agent's
+                 compute) counts against the agent
+  agent CPU      user + system CPU seconds of the agent process during the round, and per
+                 finished session (= per phone-cycle)
+  phones CPU     the same for the phones process
+  RSS            peak resident memory of the agent process (its ru_maxrss)
+  signs/phone    RSA signatures made by the agent (one per authenticated ADB connection)
+  TCP/phone      TCP connections the agent opened (probes and sessions)
+  GC             share of the agent's CPU spent in garbage collection, and the longest one
+  lag p99/max    how late a task sleeping 50 ms in a loop wakes in the agent process
+  threads        the most threads alive at once in the agent process
+
+With BENCH_SESSIONS_PROFILE=FILE in the environment the agent process runs under cProfile
+and writes its statistics to FILE (a development aid: it slows the agent down).
+
+With --write, replaces the block between the `bench_sessions` markers in
+docs/benchmarks.md with the table and the command line and machine load. The script exits
+1 if a round did not finish, a phone's first session did not end `erased`, or a session
+paused (after printing, so a failure is recorded, not hidden).
 """
 
 from __future__ import annotations
@@ -38,120 +59,168 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import platform
 import re
 import resource
+import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wipeagent.assemble import android_settings, android_tcp_endpoint, build_agent  # noqa: E402
-from wipeagent.clock import Clock  # noqa: E402
-from wipeagent.models import Outcome  # noqa: E402
-from wipeagent.sources import tcp  # noqa: E402
-from wipeagent.transports.adb import AdbHostKey  # noqa: E402
-from wipeagent_sim.android.bench import SimBench  # noqa: E402
-from wipeagent_sim.android.profiles import PROFILE_DIR  # noqa: E402
-from wipeagent_sim.demo import demo_config  # noqa: E402
-
-PROFILE = PROFILE_DIR / "pixel8-clean.toml"
-SECTION = "## Concurrent sessions"
-LAG_PERIOD = 0.010  # seconds the lag probe asks to sleep
-CALIBRATION_PROBES = 100
+PROFILE_NAME = "pixel8-clean"
+BEGIN = "<!-- bench_sessions:begin -->"
+END = "<!-- bench_sessions:end -->"
+LAG_PERIOD = 0.050  # seconds the lag probe asks to sleep (20 wake-ups a second)
+# The profile answers `cmd testharness enable`, then goes down this many bench seconds
+# later (wipeagent_sim.android.phone.POWER_CYCLE_DELAY): phone time, not agent time.
+ERASE_TO_DOWN_S = 1.0
 
 
-class ProbeCounter:
-    """Counts the TCP source's full presence probes (ADB connect with RSA auth), made for
-    endpoints without a running session; busy endpoints get a bare CNXN ping instead
-    (transports.adb.adb_answers), counted apart as `pings`.
-
-    Instrumentation only: wraps `TcpEndpointSource._answers` and calls the original, so
-    what the agent does is unchanged."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.pings = 0
-        original = tcp.TcpEndpointSource._answers
-
-        async def counted(source: tcp.TcpEndpointSource, endpoint: tcp.Endpoint
-                          ) -> bool | str:
-            if endpoint.address is not None and source.busy(endpoint.slot):
-                self.pings += 1
-            else:
-                self.count += 1
-            return await original(source, endpoint)
-
-        tcp.TcpEndpointSource._answers = counted  # type: ignore[method-assign,assignment]
+# --------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------
 
 
-PROBES = ProbeCounter()
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-@dataclass
-class Round:
-    """The figures of one run with `phones` phones."""
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
 
-    speed: float
-    phones: int
-    wall: float
-    sessions: int  # finished sessions: more than `phones` when a phone needed a second one
-    erased: int  # phones whose first session ended `erased`
-    outcomes: dict[str, int]  # outcome of every finished session
-    failures: list[str]  # reasons of the sessions that did not end `erased`
-    cpu: float
-    peak_rss_mb: float
-    lag_max_ms: float
-    lag_p99_ms: float
-    threads: int
-    probes: int  # presence probes of the TCP source during the run
-    gc_max_ms: float  # the longest garbage collection (it stops the loop too)
 
-    @property
-    def per_minute(self) -> float:
-        """Phones finished a minute (a phone that needed a second session counts once)."""
-        return self.phones / self.wall * 60 if self.wall > 0 else 0.0
+async def _stdin_lines() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def _read_command(reader: asyncio.StreamReader) -> dict[str, Any]:
+    line = await reader.readline()
+    if not line:
+        return {"do": "stop"}
+    value = json.loads(line)
+    assert isinstance(value, dict)
+    return value
 
 
 def write_profiles(directory: Path, count: int) -> list[Path]:
     """COUNT copies of pixel8-clean, each with its own serial (and so its own state dir)."""
-    text = PROFILE.read_text(encoding="utf-8")
+    from wipeagent_sim.android.profiles import PROFILE_DIR
+
+    text = (PROFILE_DIR / f"{PROFILE_NAME}.toml").read_text(encoding="utf-8")
     match = re.search(r'^serial = "([A-Za-z0-9]+)"$', text, flags=re.M)
     if match is None:
-        raise SystemExit(f"{PROFILE}: no serial line to rewrite")
+        raise SystemExit(f"{PROFILE_NAME}: no serial line to rewrite")
     base = match.group(1)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
-        # Same length as a real serial; the profile's serial pattern allows it.
-        serial = f"{base[:-4]}{i:04d}"
+        serial = f"{base[:-4]}{i:04d}"  # same length as a real serial
         path = directory / f"bench-{i:04d}.toml"
         path.write_text(text.replace(match.group(0), f'serial = "{serial}"'), encoding="utf-8")
         paths.append(path)
     return paths
 
 
+def authorise_bench_key(workdir: Path, profiles: list[Path]) -> None:
+    """Create the agent's ADB key where build_agent will load it and make every phone
+    trust it already, as phones that tapped "Always allow" for this bench do: the
+    profile's "Allow USB debugging?" prompt (a person's 4 seconds) is not agent time."""
+    from wipeagent.assemble import Paths
+    from wipeagent.transports.adb import AdbHostKey
+
+    key = AdbHostKey.load_or_create(Paths(workdir / "state").adb_key)
+    for profile in profiles:
+        match = re.search(r'^serial = "([A-Za-z0-9]+)"$', profile.read_text(encoding="utf-8"),
+                          flags=re.M)
+        assert match is not None
+        keys = workdir / "sims" / match.group(1) / "adb_keys"  # SimAndroidPhone's key file
+        keys.parent.mkdir(parents=True, exist_ok=True)
+        keys.write_bytes(key.public_key.rstrip(b"\0") + b"\n")
+
+
+# --------------------------------------------------------------------------------------
+# The phones process
+# --------------------------------------------------------------------------------------
+
+
+async def phones_main(count: int, speed: float, workdir: Path) -> None:
+    """N simulated phones, unplugged until told; reports their reboots."""
+    from wipeagent.clock import Clock
+    from wipeagent_sim.android.bench import SimBench
+
+    logging.basicConfig(level=logging.ERROR)
+    clock = Clock(speed)
+    down: dict[str, list[float]] = {}
+    up: dict[str, list[float]] = {}
+    profiles = write_profiles(workdir / "profiles", count)
+    authorise_bench_key(workdir, profiles)
+    async with SimBench(profiles=profiles, state_dir=workdir / "sims", clock=clock) as bench:
+        serials = []
+        for entry in bench.phones:
+            serial = entry.phone.serial
+            serials.append(serial)
+            bench.unplug(serial)
+            down[serial], up[serial] = [], []
+
+            def record(online: bool, serial: str = serial) -> None:
+                (up if online else down)[serial].append(time.monotonic())
+
+            bench.server(serial).power_listeners.append(record)
+        _emit({"ready": [{"serial": e.phone.serial, "address": f"{e.host}:{e.port}"}
+                         for e in bench.phones]})
+        reader = await _stdin_lines()
+        cpu0 = _cpu()
+        while True:
+            command = await _read_command(reader)
+            if command["do"] == "plug":
+                cpu0 = _cpu()
+                for serial in serials:
+                    bench.plug(serial)
+                _emit({"plugged": time.monotonic()})
+            elif command["do"] == "report":
+                _emit({"cpu": _cpu() - cpu0, "down": down, "up": up})
+            else:
+                break
+
+
+# --------------------------------------------------------------------------------------
+# The agent process
+# --------------------------------------------------------------------------------------
+
+
 class GcTimer:
-    """Records how long each garbage collection takes while installed (gc.callbacks)."""
+    """Time spent in garbage collection while installed (gc.callbacks)."""
 
     def __init__(self) -> None:
+        self.total = 0.0
         self.longest = 0.0
+        self.collections = [0, 0, 0]
         self._start = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._start = time.perf_counter()
-        else:
-            self.longest = max(self.longest, time.perf_counter() - self._start)
+            return
+        spent = time.perf_counter() - self._start
+        self.total += spent
+        self.longest = max(self.longest, spent)
+        self.collections[info.get("generation", 0)] += 1
 
 
 class LagProbe:
@@ -170,245 +239,382 @@ class LagProbe:
             self.threads = max(self.threads, threading.active_count())
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+class Counters:
+    """Instrumentation only: counts what the agent does, never changes it."""
+
+    def __init__(self) -> None:
+        self.signs = 0
+        self.tcp = 0
+
+    def install(self) -> None:
+        from adb_shell.auth.sign_cryptography import CryptographySigner
+
+        sign = CryptographySigner.Sign
+        open_connection = asyncio.open_connection
+
+        def counted_sign(signer: Any, data: Any) -> Any:
+            self.signs += 1
+            return sign(signer, data)
+
+        async def counted_open(*args: Any, **kwargs: Any) -> Any:
+            self.tcp += 1
+            return await open_connection(*args, **kwargs)
+
+        CryptographySigner.Sign = counted_sign  # type: ignore[method-assign]
+        asyncio.open_connection = counted_open  # type: ignore[assignment]
 
 
-async def probe_cost(workdir: Path, speed: float) -> float:
-    """CPU seconds of one presence probe (agent and simulated phone sides together),
-    measured by probing one idle phone CALIBRATION_PROBES times back to back."""
+@dataclass
+class Seen:
+    """What the agent's observer saw of one slot (monotonic times)."""
+
+    identified: float | None = None
+    returned: float | None = None
+    done: float | None = None
+
+
+async def agent_main(speed: float, workdir: Path, timeout: float) -> None:
+    """The real agent over the phones' endpoints, until every phone finished a session."""
+    from wipeagent import runner
+    from wipeagent.assemble import build_agent
+    from wipeagent.clock import Clock
+    from wipeagent.daemon import Agent
+    from wipeagent.session import SessionEvent
+    from wipeagent.sources import PhoneDeparture, SourceEvent
+    from wipeagent_sim.demo import demo_config
+
+    logging.basicConfig(level=logging.ERROR)
+    counters = Counters()
+    counters.install()
+    reader = await _stdin_lines()
+    endpoints: list[str] = (await _read_command(reader))["endpoints"]
     clock = Clock(speed)
-    config = demo_config(workdir / "state")
-    async with SimBench(profiles=write_profiles(workdir / "profiles", 1),
-                        state_dir=workdir / "sims", clock=clock) as bench:
-        (phone,) = bench.phones
-        key = AdbHostKey.load_or_create(workdir / "adbkey")
-        endpoint = android_tcp_endpoint(f"{phone.host}:{phone.port}", key, clock,
-                                        android_settings(config))
-        source = tcp.TcpEndpointSource([endpoint], clock, config.android.poll_interval_s)
-        if await source._answers(endpoint) is not True:  # also authorises the key
-            raise SystemExit("calibration phone does not answer")
-        cpu0 = _cpu()
-        for _ in range(CALIBRATION_PROBES):
-            await source._answers(endpoint)
-        return (_cpu() - cpu0) / CALIBRATION_PROBES
+    seen: dict[str, Seen] = {}
+    pauses = 0
 
+    def observe(event: SessionEvent) -> None:
+        nonlocal pauses
+        slot = seen.setdefault(event.slot, Seen())
+        now = time.monotonic()
+        step = str(getattr(event.step, "value", event.step))
+        if step == "identify" and slot.identified is None:
+            slot.identified = now
+        elif step == "verify" and slot.returned is None:
+            slot.returned = now
+        elif step == "done" and slot.done is None:
+            slot.done = now
+        elif step == "paused":
+            pauses += 1
 
-async def run_round(workdir: Path, count: int, speed: float) -> Round:
-    """N phones, one agent, until N sessions have finished."""
-    clock = Clock(speed)
-    profiles = write_profiles(workdir / "profiles", count)
     config = demo_config(workdir / "state")
+    agent, store, _ = await build_agent(config, clock=clock, extra_endpoints=endpoints,
+                                        observer=observe)
+    departures = false_departures = 0
+    handle = agent.handle
+
+    def counted_handle(event: SourceEvent) -> None:
+        nonlocal departures, false_departures
+        if isinstance(event, PhoneDeparture):
+            departures += 1
+            running = agent.running.get(event.key)
+            if running is None or not running.session.expects_departure:
+                false_departures += 1
+        handle(event)
+
+    agent.handle = counted_handle  # type: ignore[method-assign]
+    tune = getattr(runner, "tune_gc", None)
+    if tune is not None:
+        tune()
+    gc_timer = GcTimer()
     probe = LagProbe()
-    async with SimBench(profiles=profiles, state_dir=workdir / "sims", clock=clock) as bench:
-        endpoints = [f"{p.host}:{p.port}" for p in bench.phones]
-        agent, store, _ = await build_agent(config, clock=clock, extra_endpoints=endpoints)
-        try:
-            probe_task = asyncio.create_task(probe.run())
-            gc_timer = GcTimer()
-            gc.callbacks.append(gc_timer)
-            cpu0, t0, probes0 = _cpu(), time.perf_counter(), PROBES.count
-            try:
-                results = await agent.run(until=lambda a: a.completed >= count)
-            finally:
-                wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
-                probes = PROBES.count - probes0
-                gc.callbacks.remove(gc_timer)
-                probe_task.cancel()
-        finally:
-            await store.close()
-    outcomes: dict[str, int] = {}
-    first: dict[str, Outcome] = {}
-    failures: list[str] = []
-    for r in results:  # in the order the sessions finished
-        outcomes[r.outcome.value] = outcomes.get(r.outcome.value, 0) + 1
-        first.setdefault(r.slot, r.outcome)
-        if r.outcome is not Outcome.ERASED:
-            failures.extend(r.reasons[:1])
-    erased = sum(o is Outcome.ERASED for o in first.values())
+
+    def finished(a: Agent) -> bool:
+        return len({r.slot for r in a.results}) >= len(endpoints)
+
+    _emit({"ready": True})
+    await _read_command(reader)  # go
+    probe_task = asyncio.create_task(probe.run())
+    gc.callbacks.append(gc_timer)
+    cpu0, t0 = _cpu(), time.monotonic()
+    timed_out = False
+    try:
+        async with asyncio.timeout(timeout):
+            await agent.run(until=finished)
+    except TimeoutError:
+        timed_out = True
+    finally:
+        cpu, wall = _cpu() - cpu0, time.monotonic() - t0
+        gc.callbacks.remove(gc_timer)
+        probe_task.cancel()
+        await store.close()
+    first: dict[str, dict[str, Any]] = {}
+    sessions: dict[str, int] = {}
+    for r in agent.results:  # in the order the sessions finished
+        sessions[r.slot] = sessions.get(r.slot, 0) + 1
+        first.setdefault(r.slot, {"outcome": r.outcome.value, "reason": (r.reasons or [""])[0]})
     lags = sorted(probe.lags) or [0.0]
-    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    # ru_maxrss is in KiB on Linux.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Round(speed, count, wall, len(results), erased, outcomes, failures, cpu, rss,
-                 lags[-1] * 1000, p99 * 1000, probe.threads, probes,
-                 gc_timer.longest * 1000)
+    _emit({"result": {
+        "timed_out": timed_out, "cpu": cpu, "wall": wall, "sessions": sessions,
+        "first": first, "pauses": pauses, "departures": departures,
+        "false_departures": false_departures,
+        "seen": {slot: vars(s) for slot, s in seen.items()},
+        "lag_p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))], "lag_max": lags[-1],
+        "threads": probe.threads, "gc_total": gc_timer.total, "gc_longest": gc_timer.longest,
+        "gc_collections": gc_timer.collections, "signs": counters.signs, "tcp": counters.tcp,
+        # Peak RSS of this process (ru_maxrss is in KiB on Linux).
+        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }})
+    await _read_command(reader)  # stop
+
+
+# --------------------------------------------------------------------------------------
+# The conductor
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    """The figures of one round."""
+
+    speed: float
+    phones: int
+    wall: float
+    timed_out: bool
+    sessions: int
+    erased: int
+    failures: list[str]
+    pauses: int
+    false_departures: int
+    ident: list[float]  # plug-in -> identified, real s, per phone
+    back: list[float]  # phone listening again -> re-identified, bench s, per phone
+    overhead: list[float]  # per phone: cycle / phone's own time - 1
+    agent_cpu: float
+    phones_cpu: float
+    rss_mb: float
+    signs: int
+    tcp: int
+    gc_total: float
+    gc_longest: float
+    gc_collections: list[int]
+    lag_p99: float
+    lag_max: float
+    threads: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (not self.timed_out and self.erased == self.phones and not self.pauses
+                and not self.false_departures)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+class Child:
+    """A child process speaking JSON lines on stdin/stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, *args: str) -> Child:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, *args, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, limit=1 << 26)
+        return cls(proc)
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+
+    async def receive(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"child {self.proc.pid} ended (exit {await self.proc.wait()})")
+        value = json.loads(line)
+        assert isinstance(value, dict)
+        return value
+
+    async def finish(self) -> None:
+        """Close its stdin (it ends) and wait for it."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 60)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def run_round(count: int, speed: float, timeout: float, reboot_s: float) -> Round:
+    with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+        phones = await Child.start("_phones", str(count), str(speed), tmp)
+        ready = await phones.receive(120)
+        slots = {f"tcp:{p['address']}": p["serial"] for p in ready["ready"]}
+        agent = await Child.start("_agent", str(speed), tmp, str(timeout))
+        agent.send({"endpoints": [p["address"] for p in ready["ready"]]})
+        await agent.receive(120)
+        agent.send({"do": "go"})
+        # Let the agent's sources settle into their polling before the phones arrive.
+        await asyncio.sleep(1.0)
+        phones.send({"do": "plug"})
+        plugged = (await phones.receive(60))["plugged"]
+        result = (await agent.receive(timeout + 120))["result"]
+        phones.send({"do": "report"})
+        report = await phones.receive(60)
+        agent.send({"do": "stop"})
+        await agent.finish()
+        await phones.finish()
+    seen = result["seen"]
+    ident, back, overhead = [], [], []
+    for slot, serial in slots.items():
+        s = seen.get(slot, {})
+        if s.get("identified") is not None:
+            ident.append(s["identified"] - plugged)
+        ups = [t for t in report["up"].get(serial, []) if t > plugged]
+        downs = [t for t in report["down"].get(serial, []) if t > plugged]
+        if s.get("returned") is not None and ups:
+            back.append((s["returned"] - ups[0]) * speed)
+        if s.get("done") is not None and ups and downs:
+            own = (ups[0] - downs[0]) * speed + ERASE_TO_DOWN_S
+            cycle = (s["done"] - plugged) * speed
+            overhead.append(cycle / own - 1)
+    first = result["first"]
+    failures = [f"{v['outcome']}: {v['reason']}" for v in first.values()
+                if v["outcome"] != "erased"]
+    failures += [f"no finished session for {slot}" for slot in slots if slot not in first]
+    return Round(
+        speed=speed, phones=count, wall=result["wall"], timed_out=result["timed_out"],
+        sessions=sum(result["sessions"].values()),
+        erased=sum(v["outcome"] == "erased" for v in first.values()), failures=failures,
+        pauses=result["pauses"], false_departures=result["false_departures"],
+        ident=ident, back=back, overhead=overhead, agent_cpu=result["cpu"],
+        phones_cpu=report["cpu"], rss_mb=result["rss_kib"] / 1024, signs=result["signs"], tcp=result["tcp"],
+        gc_total=result["gc_total"], gc_longest=result["gc_longest"],
+        gc_collections=result["gc_collections"], lag_p99=result["lag_p99"],
+        lag_max=result["lag_max"], threads=result["threads"],
+        extra={"departures": result["departures"], "reboot_s": reboot_s})
+
+
+HEADER = ("| speed | phones | sessions | wall s | erased 1st | pauses | false dep. "
+          "| ident p50 s | ident p99 s | back p99 bench s | overhead | agent CPU s "
+          "| agent CPU/cycle s | phones CPU s | agent RSS MB | signs/phone | TCP/phone "
+          "| GC % of CPU | longest GC ms | lag p99 ms | lag max ms | threads |")
 
 
 def table(rounds: list[Round]) -> str:
-    lines = [
-        "| speed | phones | sessions | wall s | phones/min | erased 1st time | CPU s "
-        "| CPU/session s | probes/s/phone | peak RSS MB | loop lag max ms | loop lag p99 ms "
-        "| longest GC ms | threads |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: |",
-    ]
+    lines = [HEADER, "|" + "|".join([" ---: "] * (HEADER.count("|") - 1)) + "|"]
     for r in rounds:
+        n = max(r.sessions, 1)
         lines.append(
-            f"| {r.speed:g} | {r.phones} | {r.sessions} | {r.wall:.1f} | {r.per_minute:.0f} "
-            f"| {r.erased}/{r.phones} | {r.cpu:.1f} | {r.cpu / r.sessions:.2f} "
-            f"| {r.probes / r.wall / r.phones:.1f} "
-            f"| {r.peak_rss_mb:.0f} | {r.lag_max_ms:.0f} | {r.lag_p99_ms:.1f} "
-            f"| {r.gc_max_ms:.0f} | {r.threads} |")
+            f"| {r.speed:g} | {r.phones} | {r.sessions} | {r.wall:.1f}"
+            f"{' (timeout)' if r.timed_out else ''} | {r.erased}/{r.phones} | {r.pauses} "
+            f"| {r.false_departures} | {_pct(r.ident, 0.5):.2f} | {_pct(r.ident, 0.99):.2f} "
+            f"| {_pct(r.back, 0.99):.2f} "
+            f"| {statistics.median(r.overhead) if r.overhead else float('nan'):.1%} "
+            f"| {r.agent_cpu:.1f} | {r.agent_cpu / n:.3f} | {r.phones_cpu:.1f} "
+            f"| {r.rss_mb:.0f} | {r.signs / r.phones:.2f} | {r.tcp / r.phones:.1f} "
+            f"| {r.gc_total / r.agent_cpu if r.agent_cpu else 0:.1%} "
+            f"| {r.gc_longest * 1000:.0f} | {r.lag_p99 * 1000:.0f} | {r.lag_max * 1000:.0f} "
+            f"| {r.threads} |")
     return "\n".join(lines)
 
 
-def machine() -> str:
+def machine(load_before: str) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}, "
-            f"load average {load} at the end of the run")
-
-
-def _reading(rounds: list[Round], cost: float) -> list[str]:
-    """3-5 lines of interpretation, computed from the figures (first speed given)."""
-    speed = rounds[0].speed
-    same = [r for r in rounds if r.speed == speed]
-    first, last = same[0], same[-1]
-    lines = ["Reading it:"]
-    if first.phones == 1:
-        lines.append(
-            f"- **Floor.** One phone takes {first.wall:.1f} s at speed {speed:g}, of which "
-            f"{first.cpu:.1f} s is CPU: the rest is the phone's simulated reboot (45 bench s "
-            f"= {45 / speed:.2f} s) and the agent's polling intervals, divided by the clock "
-            "speed. No N goes under it.")
-    polled = last.probes * cost
-    lines.append(
-        f"- **What grows with N is CPU on one event loop.** From {first.phones} to "
-        f"{last.phones} phones the wall time grows {last.wall / first.wall:.1f}× for "
-        f"{last.phones / first.phones:.0f}× the phones; at {last.phones} phones the process "
-        f"used {last.cpu:.1f} CPU s in {last.wall:.1f} wall s (2 CPUs, one loop: "
-        f"{last.cpu / last.wall:.0%} of one core). The TCP source polls every endpoint each "
-        f"`poll_interval_s` (2 bench s, so {speed / 2:g} a second per phone at speed "
-        f"{speed:g}): a full ADB connect with RSA auth ({cost * 1000:.1f} ms CPU, both sides) "
-        f"only while no session runs there ({last.probes} of them ≈ {polled:.1f} s, "
-        f"{polled / last.cpu:.0%} of the CPU), a bare CNXN ping while one does. A compressed "
-        "clock multiplies the polling; at speed 1 it is 0.5 a second per phone, and USB "
-        "phones arrive by hotplug, not polling.")
-    threads = sorted({r.threads for r in same})
-    lines.append(
-        f"- **Loop lag and threads.** The 10 ms sleeper woke at worst {first.lag_max_ms:.0f} "
-        f"ms late with {first.phones} phone(s) and {last.lag_max_ms:.0f} ms with "
-        f"{last.phones} (p99 {first.lag_p99_ms:.0f} → {last.lag_p99_ms:.0f} ms). A full "
-        "garbage collection stops the loop too (longest GC column, up to "
-        f"{max(r.gc_max_ms for r in rounds):.0f} ms); beyond that, p99 grows with the "
-        "callbacks ready at each turn of a loop that is busy more of the time. Threads "
-        f"alive at peak: {', '.join(map(str, threads))} whatever N, so no thread per phone.")
-    for r in rounds:
-        if r.erased == r.phones:
-            continue
-        top = Counter(r.failures).most_common(1)
-        reason = top[0][0] if top else ""
-        if reason.endswith(")") and " (" in reason:
-            reason = reason.rsplit(" (", 1)[0]  # the technician's hint adds nothing here
-        why = f" (`{reason[:150]}`)" if reason else ""
-        clean = sorted({f"{o.speed:g}" for o in rounds
-                        if o.phones == r.phones and o.erased == o.phones})
-        contrast = (f"; at speed {', '.join(clean)} the same {r.phones} phones all erased "
-                    "first time" if clean else "")
-        lines.append(
-            f"- **At speed {r.speed:g} with {r.phones} phones, {r.phones - r.erased} first "
-            f"session(s) ended `not_erased`**{why}. The simulated phone drops ADB 1 bench s "
-            f"after answering `cmd testharness enable`, {1000 / r.speed:.0f} ms real at "
-            "this speed, within the loop lag at that load: the answer is lost, the agent "
-            "(it cannot tell) certifies `not_erased`, the phone returns erased and a second "
-            "session certifies it (hence sessions > phones). A race of the compressed clock "
-            f"on a saturated loop{contrast}.")
-    return lines
-
-
-def section(rounds: list[Round], cost: float, command: str, load_before: str) -> str:
-    """The whole "## Concurrent sessions" section of docs/benchmarks.md."""
-    return "\n".join([
-        SECTION,
-        "",
-        "`scripts/bench_sessions.py [--phones 1,8,32,64] [--speed 20[,10]] [--write]` starts N "
-        "simulated Android phones in one process (copies of `pixel8-clean` with distinct "
-        "serials, each a fake adbd on loopback speaking the real ADB protocol) and runs the "
-        "real agent over them as `tests/test_bench_e2e.py` does, at a fixed clock speed, so "
-        "each phone's simulated reboot costs the same real time for every N. Phones and "
-        "agent share the process and the event loop, so CPU, RSS and loop lag include the "
-        "simulators' own work (an upper bound on the agent's). *sessions*: sessions "
-        "finished (more than the phones when one needed a second); *erased 1st time*: "
-        "phones whose first session ended `erased`; *loop lag*: how late a task sleeping "
-        "10 ms in a loop wakes; *threads*: the most alive at once; peak RSS is the "
-        "process's so far (rounds run smallest first); *probes/s/phone*: full presence "
-        "probes (ADB connect with auth) of the agent's TCP source, counted by wrapping it; "
-        "endpoints with a running session get a bare CNXN ping instead, not counted.",
-        "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()} "
-        f"(load average {load_before} before), `{command}`:",
-        "",
-        table(rounds),
-        "",
-        *_reading(rounds, cost),
-        "",
-    ])
+    return (f"{os.cpu_count()} CPUs ({platform.machine()}), Python "
+            f"{platform.python_version()}, load average {load_before} before and {load} after")
 
 
 def write_docs(text: str) -> None:
     path = ROOT / "docs" / "benchmarks.md"
     doc = path.read_text(encoding="utf-8")
-    start = doc.find("\n" + SECTION + "\n")
-    if start >= 0:
-        rest = doc.find("\n## ", start + 1)
-        tail = doc[rest:] if rest >= 0 else ""
-        doc = doc[:start + 1] + text + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc, encoding="utf-8")
+    start, end = doc.find(BEGIN), doc.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"docs/benchmarks.md has no {BEGIN} ... {END} block")
+    path.write_text(doc[:start + len(BEGIN)] + "\n" + text + "\n" + doc[end:], encoding="utf-8")
 
 
-async def main_async(args: argparse.Namespace) -> int:
+def _reboot_seconds() -> float:
+    from wipeagent_sim.android.profiles import PROFILE_DIR
+
+    text = (PROFILE_DIR / f"{PROFILE_NAME}.toml").read_text(encoding="utf-8")
+    match = re.search(r"^reboot_seconds = ([0-9.]+)$", text, flags=re.M)
+    return float(match.group(1)) if match else float("nan")
+
+
+async def conductor(args: argparse.Namespace) -> int:
     try:
         counts = sorted({int(x) for x in args.phones.split(",") if x.strip()})
         speeds = [float(x) for x in args.speed.split(",") if x.strip()]
     except ValueError as exc:
         raise SystemExit(f"--phones and --speed want comma-separated numbers: {exc}") from None
-    if not counts or counts[0] < 1 or not speeds or min(speeds) <= 0:
-        raise SystemExit("--phones wants positive integers (1,8,32), --speed positive numbers")
+    if not counts or counts[0] < 1 or not speeds or min(speeds) <= 0 or args.rounds < 1:
+        raise SystemExit("--phones wants positive integers, --speed positive numbers")
     load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
-        cost = await probe_cost(Path(tmp), speeds[0])
-    print(f"one presence probe: {cost * 1000:.2f} ms CPU", file=sys.stderr)
-    rounds = []
+    reboot = _reboot_seconds()
+    rounds: list[Round] = []
     for speed in speeds:
         for count in counts:
-            with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
-                r = await run_round(Path(tmp), count, speed)
-            rounds.append(r)
-            print(f"speed {speed:g}, {count:>4} phones: {r.wall:6.1f} s wall, {r.cpu:6.1f} s "
-                  f"CPU, outcomes {r.outcomes}", file=sys.stderr, flush=True)
-            gc.collect()
-    print(table(rounds))
-    failed = [r for r in rounds if r.erased != r.phones]
+            for _ in range(args.rounds):
+                r = await run_round(count, speed, args.timeout, reboot)
+                rounds.append(r)
+                print(f"speed {speed:g}, {count:>4} phones: {r.wall:6.1f} s wall, agent "
+                      f"{r.agent_cpu:6.1f} s CPU, phones {r.phones_cpu:6.1f} s CPU, "
+                      f"erased first {r.erased}/{count}, pauses {r.pauses}, "
+                      f"departures {r.extra['departures']} ({r.false_departures} false)",
+                      file=sys.stderr, flush=True)
+    text = table(rounds)
+    print(text)
+    failed = [r for r in rounds if not r.ok]
     for r in failed:
-        print(f"FAIL: with {r.phones} phones, {r.phones - r.erased} first sessions did not "
-              f"end erased ({r.outcomes} over {r.sessions} sessions); reasons:",
-              file=sys.stderr)
-        for reason, n in Counter(r.failures).most_common(5):
-            print(f"  {n} x {reason}", file=sys.stderr)
+        print(f"FAIL: speed {r.speed:g}, {r.phones} phones: timed out {r.timed_out}, erased "
+              f"first {r.erased}/{r.phones}, pauses {r.pauses}, false departures "
+              f"{r.false_departures}", file=sys.stderr)
+        for reason in sorted(set(r.failures))[:5]:
+            print(f"  {reason[:200]}", file=sys.stderr)
     if args.write:
-        # Written even when a round failed: the docs must show what was measured.
         command = "scripts/bench_sessions.py " + " ".join(sys.argv[1:])
-        write_docs(section(rounds, cost, command.strip(), load_before))
+        write_docs(f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine(load_before)}, "
+                   f"`{command.strip()}`:\n\n{text}")
         print("wrote docs/benchmarks.md", file=sys.stderr)
     return 1 if failed else 0
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_phones":
+        count, speed, workdir = int(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4])
+        asyncio.run(phones_main(count, speed, workdir))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "_agent":
+        speed, workdir, timeout = float(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
+        profile = os.environ.get("BENCH_SESSIONS_PROFILE")
+        if profile:  # cProfile of the agent process (a development aid; slows it down)
+            import cProfile
+
+            cProfile.runctx("asyncio.run(agent_main(speed, workdir, timeout))", globals(),
+                            locals(), profile)
+        else:
+            asyncio.run(agent_main(speed, workdir, timeout))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--phones", default="1,8,32,64",
+    parser.add_argument("--phones", default="8,64",
                         help="comma-separated phone counts, run smallest first")
     parser.add_argument("--speed", default="20",
                         help="clock speed factor(s), comma-separated; every phone count runs "
                              "at each (default 20)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per phone count")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="real seconds a round may take before it counts as failed")
     parser.add_argument("--write", action="store_true",
-                        help='replace the "## Concurrent sessions" section of docs/benchmarks.md')
+                        help="replace the bench_sessions block of docs/benchmarks.md")
     args = parser.parse_args()
-    # The agent logs a line per step per phone; keep the benchmark's output to its figures.
-    logging.basicConfig(level=logging.WARNING)
-    return asyncio.run(main_async(args))
+    return asyncio.run(conductor(args))
 
 
 if __name__ == "__main__":

@@ -592,6 +592,9 @@ class AdbServer:
         self._keys: dict[bytes, rsa.RSAPublicKey] = {}
         self.power_cycles = 0
         """How many power cycles have completed (for tests and logs)."""
+        self.power_listeners: list[Callable[[bool], None]] = []
+        """Called with False when a power cycle takes the phone offline and with True when
+        it listens again (benchmarks time the phone's own reboot with it)."""
 
     @property
     def port(self) -> int:
@@ -736,6 +739,7 @@ class AdbServer:
             if self._server is not None:
                 self._server.close()
             self.drop_connections()
+            self._notify_power(False)
             self._cycle_task = asyncio.create_task(self._power_cycle())
         try:
             await asyncio.shield(self._cycle_task)
@@ -768,9 +772,17 @@ class AdbServer:
                 await self.backend.clock.sleep(1.0)
             else:
                 self.power_cycles += 1
+                self._notify_power(True)
                 return
         log.error("[sim-adb|%s] gave up listening again; the phone stays offline",
                   self.backend.serial)
+
+    def _notify_power(self, online: bool) -> None:
+        for listener in list(self.power_listeners):
+            try:
+                listener(online)
+            except Exception:  # an observer must never break the simulated phone
+                log.exception("[sim-adb|%s] power listener failed", self.backend.serial)
 
     def _grace(self) -> float:
         # Real seconds for aborted connections to finish their teardown.
