@@ -273,7 +273,7 @@ class Seen:
     done: float | None = None
 
 
-async def agent_main(speed: float, workdir: Path, timeout: float) -> None:
+async def agent_main(speed: float, workdir: Path, limit_s: float) -> None:
     """The real agent over the phones' endpoints, until every phone finished a session."""
     from wipeagent import runner
     from wipeagent.assemble import build_agent
@@ -338,7 +338,7 @@ async def agent_main(speed: float, workdir: Path, timeout: float) -> None:
     cpu0, t0 = _cpu(), time.monotonic()
     timed_out = False
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit_s):
             await agent.run(until=finished)
     except TimeoutError:
         timed_out = True
@@ -431,9 +431,9 @@ class Child:
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(message) + "\n").encode())
 
-    async def receive(self, timeout: float) -> dict[str, Any]:
+    async def receive(self, within_s: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        line = await asyncio.wait_for(self.proc.stdout.readline(), within_s)
         if not line:
             raise RuntimeError(f"child {self.proc.pid} ended (exit {await self.proc.wait()})")
         value = json.loads(line)
@@ -451,12 +451,12 @@ class Child:
             await self.proc.wait()
 
 
-async def run_round(count: int, speed: float, timeout: float, reboot_s: float) -> Round:
+async def run_round(count: int, speed: float, limit_s: float, reboot_s: float) -> Round:
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
         phones = await Child.start("_phones", str(count), str(speed), tmp)
         ready = await phones.receive(120)
         slots = {f"tcp:{p['address']}": p["serial"] for p in ready["ready"]}
-        agent = await Child.start("_agent", str(speed), tmp, str(timeout))
+        agent = await Child.start("_agent", str(speed), tmp, str(limit_s))
         agent.send({"endpoints": [p["address"] for p in ready["ready"]]})
         await agent.receive(120)
         agent.send({"do": "go"})
@@ -464,7 +464,7 @@ async def run_round(count: int, speed: float, timeout: float, reboot_s: float) -
         await asyncio.sleep(1.0)
         phones.send({"do": "plug"})
         plugged = (await phones.receive(60))["plugged"]
-        result = (await agent.receive(timeout + 120))["result"]
+        result = (await agent.receive(limit_s + 120))["result"]
         phones.send({"do": "report"})
         report = await phones.receive(60)
         agent.send({"do": "stop"})
@@ -494,8 +494,8 @@ async def run_round(count: int, speed: float, timeout: float, reboot_s: float) -
         erased=sum(v["outcome"] == "erased" for v in first.values()), failures=failures,
         pauses=result["pauses"], false_departures=result["false_departures"],
         ident=ident, back=back, overhead=overhead, agent_cpu=result["cpu"],
-        phones_cpu=report["cpu"], rss_mb=result["rss_kib"] / 1024, signs=result["signs"], tcp=result["tcp"],
-        gc_total=result["gc_total"], gc_longest=result["gc_longest"],
+        phones_cpu=report["cpu"], rss_mb=result["rss_kib"] / 1024, signs=result["signs"],
+        tcp=result["tcp"], gc_total=result["gc_total"], gc_longest=result["gc_longest"],
         gc_collections=result["gc_collections"], lag_p99=result["lag_p99"],
         lag_max=result["lag_max"], threads=result["threads"],
         extra={"departures": result["departures"], "reboot_s": reboot_s})
