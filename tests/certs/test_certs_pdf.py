@@ -164,3 +164,24 @@ def test_no_banner_for_production(tmp_path: Path) -> None:
 def test_render_refuses_unverified_payload() -> None:
     with pytest.raises(TypeError):
         render_pdf({"payload": {}}, language="en")  # type: ignore[arg-type]
+
+
+def test_qr_is_a_link_to_the_verification_page_and_the_footer_says_so(
+        tmp_path: Path) -> None:
+    signer = pki.ensure_dev_pki(tmp_path / "pki")
+    issued = issue_certificate(fx.not_erased_record(), signer, sequence=1,
+                               previous_hash=None, development=True,
+                               verification_url="https://platform.example/verify")
+    verified = verify_certificate(issued.data,
+                                  trust_roots=[pki.dev_trust_root(tmp_path / "pki")])
+    link = (f"https://platform.example/verify?id={verified.certificate_id}"
+            f"&sha256={verified.sha256}")
+    assert qr_content(verified, "https://platform.example/verify") == link
+    assert qr_content(verified, "https://p.example/v?lang=zh").startswith(
+        "https://p.example/v?lang=zh&id=")
+    for language, words in (("en", "scantheQRcode"), ("zh", "扫描二维码")):
+        pdf = tmp_path / f"c.{language}.pdf"
+        pdf.write_bytes(render_pdf(verified, language=language))
+        text = "".join(_text(pdf).split())
+        assert words in text and "wipeagentverify" not in text
+        assert verified.sha256 in text  # the printed link, for typing it in

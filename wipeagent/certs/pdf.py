@@ -99,6 +99,15 @@ _TEXT: dict[str, dict[str, str]] = {
     "organisation": {"en": "Organisation", "zh": "机构"},
     "destination": {"en": "Post-sanitization destination", "zh": "净化后去向"},
     "signed_by": {"en": "Signed by", "zh": "签名者"},
+    # With a verification URL the owner scans the QR code (or types the link) and the
+    # platform's page checks the certificate in their browser; without one, only the
+    # command line can (the QR code then holds a plain id + hash token).
+    "verify_link": {
+        "en": "Check this certificate yourself: scan the QR code with your phone's camera, "
+              "or open this link in a browser. The page verifies the signature on your device:",
+        "zh": "您可以亲自核验此证书：用手机相机扫描二维码，或在浏览器中打开下方链接。"
+              "页面会在您的设备上核验签名：",
+    },
     "verify_hint": {
         "en": "Verify: wipeagent verify FILE --trust ROOT.pem (the QR code holds the ID and hash)",
         "zh": "验证方法：wipeagent verify 文件 --trust 根证书.pem（二维码含证书编号与哈希）",
@@ -140,7 +149,8 @@ def _register_font(font_path: Path) -> None:
 def qr_content(cert: VerifiedCertificate, verification_url: str | None) -> str:
     """What the QR code says: a URL with id and hash, or a plain id+hash token."""
     if verification_url:
-        return f"{verification_url}?{urlencode({'id': cert.certificate_id, 'sha256': cert.sha256})}"
+        query = urlencode({"id": cert.certificate_id, "sha256": cert.sha256})
+        return f"{verification_url}{'&' if '?' in verification_url else '?'}{query}"
     return f"wipeagent-cert:{quote(cert.certificate_id)}:sha256:{cert.sha256}"
 
 
@@ -317,9 +327,11 @@ def render_pdf(
         (_t("signed_by", lang), f"{cert.chain[0].subject.rfc4514_string()} ({cert.alg}, "
                                 f"kid {cert.kid})"),
     ], st))
-    story += [Spacer(1, 3 * mm), _p(_t("verify_hint", lang), st.small)]
     if url:
-        story.append(_p(qr_content(cert, url), st.small))
+        story += [Spacer(1, 3 * mm), _p(_t("verify_link", lang), st.small),
+                  _p(qr_content(cert, url), st.small)]
+    else:
+        story += [Spacer(1, 3 * mm), _p(_t("verify_hint", lang), st.small)]
 
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(

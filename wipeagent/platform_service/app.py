@@ -42,6 +42,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wipeagent.certs.jws import MAX_CERTIFICATE_BYTES
+from wipeagent.certs.payload import SCHEMA_VERSIONS, schema
 from wipeagent.certs.pki import is_development
 from wipeagent.certs.verify import VerifiedCertificate, verify_certificate
 from wipeagent.clock import Clock
@@ -80,6 +81,7 @@ WEB_DIR = Path(__file__).with_name("web")
 VERIFY_PATH = "/verify"
 LOOKUP_PATH = "/v1/public/certificates"
 ROOTS_PATH = "/v1/public/trust-roots"
+SCHEMAS_PATH = "/v1/public/schemas"
 HEALTH_PATH = "/v1/health"
 
 # The page loads only our own files and talks only to us (no CDN, no inline script).
@@ -162,6 +164,9 @@ class PlatformService:
                                    burst=settings.public_burst)
         self._roots_body = json.dumps(
             {"roots": [_root_json(r) for r in settings.trust_roots]}).encode()
+        # The page validates payloads against the very schemas `verify` uses.
+        self._schemas_body = json.dumps(
+            {"schemas": {str(v): schema(v) for v in SCHEMA_VERSIONS}}).encode()
         self._runners: list[web.AppRunner] = []
         self.host = self.public_host = "127.0.0.1"
         self.port = 0
@@ -173,6 +178,7 @@ class PlatformService:
         app.router.add_get(HEALTH_PATH, self._health)
         app.router.add_get(LOOKUP_PATH + "/{certificate_id}/{sha256}", self._lookup)
         app.router.add_get(ROOTS_PATH, self._roots)
+        app.router.add_get(SCHEMAS_PATH, self._schemas)
         app.router.add_get(VERIFY_PATH, self._page)
         app.router.add_get(VERIFY_PATH + "/", self._page)
         app.router.add_static(VERIFY_PATH + "/assets", WEB_DIR / "assets",
@@ -434,6 +440,10 @@ class PlatformService:
 
     async def _roots(self, _request: web.Request) -> web.StreamResponse:
         return web.Response(body=self._roots_body, content_type="application/json",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def _schemas(self, _request: web.Request) -> web.StreamResponse:
+        return web.Response(body=self._schemas_body, content_type="application/json",
                             headers={"Cache-Control": "no-cache"})
 
     async def _page(self, _request: web.Request) -> web.StreamResponse:

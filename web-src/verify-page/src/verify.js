@@ -1,0 +1,490 @@
+// Verification of a wipeagent certificate in the browser: the same rules, in the same
+// order and with the same reason codes, as wipeagent/certs/verify.py (docs/certificate.md).
+//
+//   const result = await verifyCertificate(bytes, { roots, schemas, expected, now })
+//   result.ok === true  -> result.payload, result.chain, result.anchor ...
+//   result.ok === false -> result.reason (a stable code), result.detail (English, for
+//                          auditors; the page shows a translated sentence per reason)
+//
+// Parts: strict JSON with duplicate-member refusal (@humanwhocodes/momoa, a maintained
+// JSON parser that keeps every member), X.509 (@peculiar/x509), signatures (WebCrypto:
+// Ed25519 and ECDSA P-256), JSON Schema 2020-12 (@cfworker/json-schema, which evaluates
+// schemas without eval(), so the page runs under a strict Content-Security-Policy).
+
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import { parse as parseJsonAst } from "@humanwhocodes/momoa";
+import { Validator } from "@cfworker/json-schema";
+
+export const MAX_CERTIFICATE_BYTES = 512 * 1024;
+export const CLOCK_SKEW_MS = 5 * 60 * 1000;
+export const EKU_DOCUMENT_SIGNING = "1.3.6.1.5.5.7.3.36";
+export const DEV_OU = "wipeagent development - not for production";
+const TYP = "wipeagent-cert+jws";
+const HEADER_MEMBERS = ["alg", "kid", "typ", "x5c"];
+const JWS_MEMBERS = ["payload", "protected", "signature"];
+// The P-256 group order; an ES256 signature's S must be at most half of it (low-S), so
+// nobody can make a byte-different valid twin of a certificate (issue 10).
+const P256_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+const STATION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?Z$/;
+
+x509.cryptoProvider.set(globalThis.crypto);
+const subtle = globalThis.crypto.subtle;
+
+export class Refusal extends Error {
+  constructor(reason, detail) {
+    super(detail || reason);
+    this.reason = reason;
+    this.detail = detail || reason;
+  }
+}
+
+function fail(reason, detail) {
+  throw new Refusal(reason, detail);
+}
+
+// -- encodings ---------------------------------------------------------------------
+
+function fromAst(node, what) {
+  switch (node.type) {
+    case "Object": {
+      const out = Object.create(null);
+      for (const member of node.members) {
+        const key = member.name.value;
+        if (Object.prototype.hasOwnProperty.call(out, key)) {
+          fail("malformed", `duplicate member ${JSON.stringify(key)} in ${what}`);
+        }
+        out[key] = fromAst(member.value, what);
+      }
+      return Object.assign({}, out);
+    }
+    case "Array":
+      return node.elements.map((e) => fromAst(e.value, what));
+    case "String":
+    case "Number":
+    case "Boolean":
+      return node.value;
+    case "Null":
+      return null;
+    default:
+      return fail("malformed", `unexpected ${node.type} in ${what}`);
+  }
+}
+
+/** JSON.parse that refuses duplicate members and anything but strict JSON. */
+export function strictJson(text, what, reason = "malformed") {
+  let ast;
+  try {
+    ast = parseJsonAst(text, { mode: "json", tokens: false, ranges: false });
+  } catch (error) {
+    fail(reason, `${what} is not JSON: ${error.message}`);
+  }
+  return fromAst(ast.body, what);
+}
+
+/** Strict base64url (RFC 7515: no padding, no other characters). */
+export function b64urlDecode(text, what) {
+  if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) {
+    fail("malformed", `${what} is not base64url`);
+  }
+  const b64 = text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4);
+  const raw = atob(b64);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+function b64urlEncode(bytes) {
+  let raw = "";
+  for (const b of bytes) raw += String.fromCharCode(b);
+  return btoa(raw).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function b64Decode(text, what) {
+  if (typeof text !== "string" || !/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4) {
+    fail("bad_header", `${what} is not standard base64`);
+  }
+  const raw = atob(text);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+export async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function sameBytes(a, b) {
+  if (a.byteLength !== b.byteLength) return false;
+  const x = new Uint8Array(a);
+  const y = new Uint8Array(b);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
+/** An RFC 3339 UTC time ("Z") that names a real calendar moment, as a Date. */
+export function parseTime(text, what) {
+  const m = typeof text === "string" ? RFC3339.exec(text) : null;
+  if (!m) fail("invalid_time", `${what}: not an RFC 3339 UTC time`);
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number);
+  const ms = Date.UTC(year, month - 1, day, hour, minute, second);
+  const date = new Date(ms);
+  if (date.getUTCFullYear() !== year || date.getUTCMonth() !== month - 1 ||
+      date.getUTCDate() !== day || date.getUTCHours() !== hour ||
+      date.getUTCMinutes() !== minute || date.getUTCSeconds() !== second) {
+    fail("invalid_time", `${what}: ${text} is not a real time`);
+  }
+  const fraction = m[7] ? Number(m[7]) : 0;
+  return new Date(ms + Math.floor(fraction * 1000));
+}
+
+// -- the JWS ---------------------------------------------------------------------
+
+function parseJws(bytes) {
+  if (bytes.byteLength > MAX_CERTIFICATE_BYTES) fail("too_large", "larger than 512 KiB");
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    fail("malformed", "not UTF-8");
+  }
+  const outer = strictJson(text, "the certificate file");
+  if (outer === null || typeof outer !== "object" || Array.isArray(outer) ||
+      Object.keys(outer).sort().join() !== JWS_MEMBERS.join() ||
+      !JWS_MEMBERS.every((k) => typeof outer[k] === "string")) {
+    fail("malformed", "not a flattened JWS with exactly payload, protected, signature");
+  }
+  const protectedBytes = b64urlDecode(outer.protected, "protected");
+  const payloadBytes = b64urlDecode(outer.payload, "payload");
+  const signature = b64urlDecode(outer.signature, "signature");
+  const header = strictJson(new TextDecoder().decode(protectedBytes), "the protected header");
+  if (header === null || typeof header !== "object" || Array.isArray(header)) {
+    fail("bad_header", "the protected header is not an object");
+  }
+  // The algorithm first: nothing else is looked at for alg none / HS256 ...
+  if (header.alg !== "EdDSA" && header.alg !== "ES256") {
+    fail("unsupported_alg", `alg ${JSON.stringify(header.alg)} is not EdDSA or ES256`);
+  }
+  if (Object.keys(header).sort().join() !== HEADER_MEMBERS.join()) {
+    fail("bad_header", "header members must be exactly alg, typ, kid, x5c");
+  }
+  if (header.typ !== TYP) fail("bad_header", `typ must be ${TYP}`);
+  if (typeof header.kid !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(header.kid)) {
+    fail("bad_header", "kid is not a SHA-256 JWK thumbprint");
+  }
+  if (!Array.isArray(header.x5c) || header.x5c.length < 1 || header.x5c.length > 4) {
+    fail("bad_header", "x5c must hold 1 to 4 certificates");
+  }
+  const x5c = header.x5c.map((entry, i) => b64Decode(entry, `x5c[${i}]`));
+  const signingInput = new TextEncoder().encode(`${outer.protected}.${outer.payload}`);
+  return { alg: header.alg, kid: header.kid, x5c, payloadBytes, signature, signingInput };
+}
+
+// -- the chain -------------------------------------------------------------------
+
+function basicConstraints(cert) {
+  return cert.getExtension(x509.BasicConstraintsExtension);
+}
+
+function isCa(cert) {
+  return basicConstraints(cert)?.ca === true;
+}
+
+async function issuedBy(cert, issuer) {
+  if (cert.issuer !== issuer.subject) return false;
+  try {
+    return await cert.verify({ publicKey: issuer.publicKey, signatureOnly: true });
+  } catch {
+    return false;
+  }
+}
+
+function checkCaUsage(cert) {
+  if (!isCa(cert)) fail("key_usage", "an issuing certificate is not a CA");
+  const ku = cert.getExtension(x509.KeyUsagesExtension);
+  if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
+    fail("key_usage", "an issuing certificate lacks keyCertSign");
+  }
+}
+
+function checkLeafUsage(leaf) {
+  const ku = leaf.getExtension(x509.KeyUsagesExtension);
+  const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
+  if (!ku || !eku) fail("key_usage", "station certificate lacks KU or EKU");
+  if (!(ku.usages & x509.KeyUsageFlags.digitalSignature)) {
+    fail("key_usage", "station certificate lacks digitalSignature");
+  }
+  if (!eku.usages.includes(EKU_DOCUMENT_SIGNING)) {
+    fail("key_usage", "station certificate lacks id-kp-documentSigning");
+  }
+}
+
+// Extensions whose meaning checkPath implements (as wipeagent/certs/verify.py). Name
+// constraints are not implemented here: a chain carrying them is refused, never passed.
+const UNDERSTOOD = new Set([
+  "2.5.29.19", // basicConstraints
+  "2.5.29.15", // keyUsage
+  "2.5.29.37", // extKeyUsage
+  "2.5.29.17", // subjectAltName
+  "2.5.29.14", // subjectKeyIdentifier
+  "2.5.29.35", // authorityKeyIdentifier
+]);
+const NAME_CONSTRAINTS = "2.5.29.30";
+
+function selfIssued(cert) {
+  return cert.issuer === cert.subject;
+}
+
+/** RFC 5280 6.1 over the path (leaf first, anchor last), the anchor's constraints too. */
+function checkPath(path) {
+  path.forEach((cert, position) => {
+    for (const ext of cert.extensions) {
+      if (ext.type === NAME_CONSTRAINTS) {
+        fail("name_constraints", "this page cannot check name constraints; use wipeagent verify");
+      }
+      if (ext.critical && !UNDERSTOOD.has(ext.type)) {
+        fail("unknown_critical_extension", `critical extension ${ext.type} is not understood`);
+      }
+    }
+    if (position === 0) return;
+    checkCaUsage(cert);
+    const limit = basicConstraints(cert).pathLength;
+    const between = path.slice(1, position).filter((c) => !selfIssued(c)).length;
+    if (limit !== undefined && between > limit) {
+      fail("path_length", `a CA allows ${limit} intermediate CA(s) below it, the chain has ${between}`);
+    }
+  });
+}
+
+function isDevelopment(cert) {
+  return cert.subjectName.getField("OU").includes(DEV_OU);
+}
+
+function keyAlg(cert) {
+  const alg = cert.publicKey.algorithm;
+  if (alg.name === "Ed25519") return { jws: "EdDSA", webcrypto: { name: "Ed25519" } };
+  if (alg.name === "ECDSA" && alg.namedCurve === "P-256") {
+    return { jws: "ES256", webcrypto: { name: "ECDSA", namedCurve: "P-256" } };
+  }
+  return fail("unsupported_key", "station key is neither Ed25519 nor ECDSA P-256");
+}
+
+async function buildChain(ders, roots) {
+  const certs = ders.map((der) => {
+    try {
+      return new x509.X509Certificate(der);
+    } catch {
+      return fail("chain_invalid", "an x5c entry is not DER X.509");
+    }
+  });
+  const leaf = certs[0];
+  if (isCa(leaf)) {
+    const hasLeaf = certs.slice(1).some((c) => !isCa(c));
+    fail(hasLeaf ? "chain_order" : "key_usage",
+      "x5c must start with the station (non-CA) certificate");
+  }
+  for (let i = 0; i + 1 < certs.length; i++) {
+    const [child, parent] = [certs[i], certs[i + 1]];
+    if (!(await issuedBy(child, parent))) {
+      const upsideDown = await issuedBy(parent, child);
+      fail(upsideDown ? "chain_order" : "chain_broken", "x5c certificates do not chain leaf first");
+    }
+    checkCaUsage(parent);
+  }
+  const last = certs[certs.length - 1];
+  let anchor = roots.find((r) => sameBytes(r.cert.rawData, last.rawData));
+  if (!anchor) {
+    for (const root of roots) {
+      if (await issuedBy(last, root.cert)) {
+        checkCaUsage(root.cert);
+        anchor = root;
+        break;
+      }
+    }
+  }
+  if (!anchor) fail("untrusted_root", "the chain does not end at a trusted root");
+  const full = sameBytes(anchor.cert.rawData, last.rawData) ? certs : [...certs, anchor.cert];
+  checkPath(full);
+  checkLeafUsage(leaf);
+  const cns = leaf.subjectName.getField("CN");
+  if (cns.length !== 1 || !STATION_ID.test(cns[0])) {
+    fail("station_mismatch", "the station certificate's subject has no single ASCII station id (CN)");
+  }
+  return { certs, full, anchor, leaf, stationId: cns[0] };
+}
+
+async function jwkThumbprint(key) {
+  const jwk = await subtle.exportKey("jwk", key);
+  const members = jwk.kty === "OKP"
+    ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
+    : { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y };
+  const digest = await subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify(members)));
+  return b64urlEncode(new Uint8Array(digest));
+}
+
+async function checkSignature(parsed, leaf, alg) {
+  const key = await subtle.importKey("spki", leaf.publicKey.rawData, alg.webcrypto, true,
+    ["verify"]);
+  if (parsed.kid !== (await jwkThumbprint(key))) {
+    fail("kid_mismatch", "kid does not name the station key");
+  }
+  if (parsed.signature.length !== 64) fail("bad_signature", "a signature is 64 bytes");
+  let params = { name: "Ed25519" };
+  if (alg.jws === "ES256") {
+    const s = BigInt("0x" + Array.from(parsed.signature.slice(32),
+      (b) => b.toString(16).padStart(2, "0")).join(""));
+    if (s > P256_N / 2n) fail("signature_not_canonical", "ES256 signature with a high S (not canonical)");
+    params = { name: "ECDSA", hash: "SHA-256" };
+  }
+  const ok = await subtle.verify(params, key, parsed.signature, parsed.signingInput);
+  if (!ok) fail("bad_signature", "signature verification failed");
+}
+
+// -- the payload -----------------------------------------------------------------
+
+function finding(checks, kind) {
+  const relevant = checks.filter((c) => c.kind === kind);
+  if (relevant.some((c) => c.status === "fail")) return "failed";
+  if (relevant.some((c) => c.status === "pass") &&
+      !relevant.some((c) => c.status === "error" || c.status === "skipped")) return "confirmed";
+  return "not_established";
+}
+
+/** docs/certificate.md "Consistency rules"; the findings are recomputed from the checks. */
+export function consistencyProblems(p) {
+  const problems = [];
+  const result = p.outcome.result;
+  const san = p.sanitization;
+  const ver = p.verification;
+  const checks = ver.checks;
+  if (ver.technique_completed !== finding(checks, "verification")) {
+    problems.push("technique_completed does not follow from the verification checks");
+  }
+  if (ver.data_unrecoverable !== finding(checks, "validation")) {
+    problems.push("data_unrecoverable does not follow from the validation checks");
+  }
+  if (result === "erased" || result === "erased_with_exceptions") {
+    if (p.device === null) problems.push("an erased phone must be identified");
+    if (!san.performed || san.ended_at === null || san.category === null) {
+      problems.push("erased needs a finished sanitization with a NIST category");
+    }
+    if (ver.technique_completed !== "confirmed") {
+      problems.push("erased needs a verification confirming the technique completed");
+    }
+    if (ver.data_unrecoverable !== "confirmed") {
+      problems.push("erased needs a validation confirming the data is gone");
+    }
+    if (checks.some((c) => c.status === "fail")) problems.push("erased with a failed check");
+  }
+  if (result === "erased" && checks.some((c) => c.status === "error" || c.status === "warn")) {
+    problems.push("a post-erase check could not run or warned: not a clean erase");
+  }
+  if (result === "erased_with_exceptions" && !p.outcome.exceptions.length) {
+    problems.push("erased_with_exceptions must list its exceptions");
+  }
+  if (result === "not_erased" && !p.outcome.reasons.length) {
+    problems.push("not_erased must give its reasons");
+  }
+  if (san.started_at && san.ended_at &&
+      parseTime(san.ended_at, "ended_at") < parseTime(san.started_at, "started_at")) {
+    problems.push("sanitization ended before it started");
+  }
+  if (p.chain.station_id !== p.custody.station_id) {
+    problems.push("chain.station_id differs from custody.station_id");
+  }
+  if ((p.chain.sequence === 1) !== (p.chain.previous_hash === null)) {
+    problems.push("previous_hash must be null exactly for sequence 1");
+  }
+  return problems;
+}
+
+function checkPayload(payload, schemas) {
+  const version = payload && typeof payload === "object" ? payload.version : undefined;
+  const schema = Number.isInteger(version) ? schemas[String(version)] : undefined;
+  if (!schema) fail("schema_invalid", `payload version ${JSON.stringify(version)} is not supported`);
+  const outcome = new Validator(schema, "2020-12", true).validate(payload);
+  if (!outcome.valid) {
+    const first = outcome.errors[outcome.errors.length - 1] || outcome.errors[0];
+    fail("schema_invalid", `payload invalid: ${first ? first.error : "schema"}`);
+  }
+  for (const field of ["issued_at"]) parseTime(payload[field], field);
+  for (const field of ["started_at", "ended_at"]) {
+    if (payload.sanitization[field] !== null) parseTime(payload.sanitization[field], field);
+  }
+  const problems = consistencyProblems(payload);
+  if (problems.length) fail("inconsistent_payload", problems.join("; "));
+}
+
+// -- the whole -------------------------------------------------------------------
+
+/** Trust roots from the platform's /v1/public/trust-roots answer. */
+export function loadRoots(answer) {
+  return answer.roots.map((r) => {
+    const cert = new x509.X509Certificate(r.pem);
+    return { cert, sha256: r.sha256, organisation: r.organisation,
+      development: isDevelopment(cert) };
+  });
+}
+
+/**
+ * Verify certificate bytes against `roots` (loadRoots) and `schemas` ({"1": schema, ...}).
+ * `expected` ({id, sha256}, from the QR link) must match when given.
+ */
+export async function verifyCertificate(bytes, { roots, schemas, expected = {}, now = new Date() }) {
+  const result = { ok: false, sha256: null, reason: null, detail: null };
+  try {
+    if (!roots.length) fail("no_roots", "no trusted root is configured");
+    result.sha256 = await sha256Hex(bytes);
+    if (expected.sha256 && expected.sha256 !== result.sha256) {
+      fail("hash_mismatch", `the file's SHA-256 is ${result.sha256}, the link says ${expected.sha256}`);
+    }
+    const parsed = parseJws(bytes);
+    const chain = await buildChain(parsed.x5c, roots);
+    const alg = keyAlg(chain.leaf);
+    if (parsed.alg !== alg.jws) fail("alg_mismatch", `alg ${parsed.alg} but the key needs ${alg.jws}`);
+    await checkSignature(parsed, chain.leaf, alg);
+    result.chain = chain;
+    result.alg = parsed.alg;
+    result.kid = parsed.kid;
+    const payload = strictJson(new TextDecoder().decode(parsed.payloadBytes), "the payload",
+      "schema_invalid");
+    result.payload = payload;
+    checkPayload(payload, schemas);
+    // The station that signed is the station whose ledger this extends (issue 10): exact,
+    // and the certificate's id is ASCII, so no look-alike passes.
+    if (payload.chain.station_id !== chain.stationId) {
+      fail("station_mismatch",
+        `payload names station ${JSON.stringify(payload.chain.station_id)}, signed by ${JSON.stringify(chain.stationId)}`);
+    }
+    const issuedAt = parseTime(payload.issued_at, "issued_at");
+    for (const cert of chain.full) {
+      if (issuedAt < cert.notBefore) {
+        fail("cert_not_yet_valid", `${cert.subject} was not yet valid at issue time`);
+      }
+      if (issuedAt > cert.notAfter) fail("cert_expired", `${cert.subject} had expired at issue time`);
+    }
+    if (issuedAt.getTime() > now.getTime() + CLOCK_SKEW_MS) {
+      fail("issued_in_future", `issued at ${payload.issued_at}`);
+    }
+    const development = chain.full.some(isDevelopment);
+    if (development && payload.development !== true) {
+      fail("development_mismatch", "signed by a development CA but not marked development");
+    }
+    if (expected.id && expected.id !== payload.certificate_id) {
+      fail("id_mismatch", `the certificate's id is ${payload.certificate_id}, the link says ${expected.id}`);
+    }
+    Object.assign(result, { ok: true, development, issuedAt });
+  } catch (error) {
+    if (!(error instanceof Refusal)) {
+      // Never an unexplained accept, never a crash: anything unexpected is a refusal.
+      result.reason = "malformed";
+      result.detail = `unexpected: ${error && error.message}`;
+      return result;
+    }
+    result.reason = error.reason;
+    result.detail = error.detail;
+  }
+  return result;
+}
