@@ -301,7 +301,7 @@ def sign_csr(
         csr = x509.load_pem_x509_csr(read_bounded(csr_path, "CSR"))
     except ValueError as exc:
         raise ConfigError(f"{csr_path} is not a PEM certificate signing request") from exc
-    ca_key = load_private_key(ca_key_path)
+    ca_key = load_private_key(ca_key_path, "CA key")
     ca_cert = load_certificates(ca_cert_path)[0]
     cert = issue_leaf_certificate(csr, ca_key, ca_cert, usage=usage,
                                   validity_days=validity_days)

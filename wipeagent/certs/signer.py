@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import stat
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from wipeagent.errors import CertificateError, ConfigError
+from wipeagent.keyfile import read_private_key
 
 # JWS algorithms we sign and accept. Anything else ("none", HS256, RS256 ...) is refused.
 ALG_EDDSA = "EdDSA"
@@ -173,23 +172,10 @@ def read_bounded(path: Path, what: str) -> bytes:
     return data
 
 
-def check_private_file(path: Path) -> None:
-    """Refuse a private key file that group or others could read (must be mode 0600)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise ConfigError(f"cannot read key file {path}: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"key file {path} has mode {stat.S_IMODE(mode):04o}; it must be 0600",
-            hint=f"run: chmod 600 {path}",
-        )
-
-
-def load_private_key(path: Path) -> SigningKey:
-    """Load an unencrypted PKCS#8 PEM Ed25519 / P-256 key, refusing loose permissions."""
-    check_private_file(path)
-    data = read_bounded(path, "key file")
+def load_private_key(path: Path, what: str = "key file") -> SigningKey:
+    """Load an unencrypted PKCS#8 PEM Ed25519 / P-256 key from a file that passes the
+    key-file checks (wipeagent.keyfile: mode 0600/0400, owned by us, no loose link)."""
+    data = read_private_key(path, what)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -213,6 +199,6 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 
 def load_station_signer(key_path: Path, chain_path: Path) -> KeySigner:
     """The station signer from its key file (0600) and chain file (PEM, leaf first)."""
-    key = load_private_key(key_path)
+    key = load_private_key(key_path, "station key")
     chain = tuple(load_certificates(chain_path))
     return KeySigner(key, chain)

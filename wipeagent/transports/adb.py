@@ -51,6 +51,7 @@ from adb_shell.auth.keygen import keygen, write_public_keyfile
 from adb_shell.auth.sign_cryptography import CryptographySigner
 from adb_shell.transport.base_transport_async import BaseTransportAsync
 from adb_shell.transport.tcp_transport_async import TcpTransportAsync
+from cryptography.hazmat.primitives import serialization
 
 from wipeagent.clock import Clock
 from wipeagent.errors import (
@@ -62,6 +63,7 @@ from wipeagent.errors import (
     ProtocolError,
     WipeAgentError,
 )
+from wipeagent.keyfile import read_private_key
 
 if TYPE_CHECKING:
     # Imported lazily at run time: importing it opens a process-wide libusb context.
@@ -158,6 +160,15 @@ AnyAdbEndpoint = AdbEndpoint | AdbUsbEndpoint
 """Where connect_adb finds a phone: TCP (host:port) or USB (serial)."""
 
 
+class _HostKeySigner(CryptographySigner):  # type: ignore[misc]
+    """adb-shell's signer, from key bytes already read and checked (its own constructor
+    would open the file again by name)."""
+
+    def __init__(self, private_pem: bytes, public_key: bytes) -> None:
+        self.public_key = public_key
+        self.rsa_key = serialization.load_pem_private_key(private_pem, None)
+
+
 class AdbHostKey:
     """The bench's ADB RSA key pair (adb-shell's keygen format, as ~/.android/adbkey).
 
@@ -183,24 +194,14 @@ class AdbHostKey:
         path = Path(path)
         pub = Path(f"{path}.pub")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
+        if not path.is_symlink() and not path.exists():
             cls._create(path, pub)
-        info = path.stat()
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            raise ConfigError(
-                f"ADB host key {path} is readable by others "
-                f"(mode {stat.S_IMODE(info.st_mode):o})",
-                hint=f"run: chmod 600 {path}",
-            )
-        if info.st_uid != os.geteuid():
-            raise ConfigError(
-                f"ADB host key {path} belongs to another user",
-                hint=f"run: chown $(id -u) {path}",
-            )
+        # The key-file checks of every key (wipeagent.keyfile), on the bytes then used.
+        private = read_private_key(path, "ADB host key")
         try:
             if not pub.exists():
                 write_public_keyfile(str(path), str(pub))
-            signer = CryptographySigner(str(path))
+            signer = _HostKeySigner(private, pub.read_bytes())
         except (ValueError, TypeError) as exc:
             raise ConfigError(
                 f"ADB host key {path} is not a PEM RSA key: {exc}",

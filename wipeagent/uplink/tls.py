@@ -40,6 +40,7 @@ from wipeagent.certs.pki import (
 )
 from wipeagent.certs.signer import SigningKey
 from wipeagent.errors import ConfigError
+from wipeagent.keyfile import open_private_key
 
 CLIENT_KEY = "uplink.key"
 CLIENT_CSR = "uplink.csr"
@@ -211,7 +212,9 @@ def client_context(*, ca: Path | None, cert: Path | None, key: Path | None) -> s
         if cert is not None or key is not None:
             if cert is None or key is None:
                 raise ConfigError("uplink.client_cert and uplink.client_key go together")
-            context.load_cert_chain(str(cert), str(key))
+            # The key is read through the descriptor that passed the key-file checks.
+            with open_private_key(key, "uplink TLS client key") as checked:
+                context.load_cert_chain(str(cert), checked.proc_path)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"uplink TLS set-up failed: {exc}") from exc
     return context
