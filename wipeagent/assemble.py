@@ -8,7 +8,7 @@ from pathlib import Path
 
 from wipeagent import TOOL_NAME, __version__
 from wipeagent.certify import StoreCertifier
-from wipeagent.certs.pki import ensure_dev_pki
+from wipeagent.certs.pki import ensure_dev_pki, station_id_of
 from wipeagent.certs.signer import Signer, load_station_signer
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
@@ -53,8 +53,18 @@ def load_signer(config: AgentConfig, paths: Paths) -> tuple[Signer, bool]:
     if cc.key or cc.chain:
         if not (cc.key and cc.chain):
             raise ConfigError("certificates.key and certificates.chain go together")
-        return load_station_signer(Path(cc.key), Path(cc.chain)), cc.development
-    return ensure_dev_pki(paths.dev_pki), True
+        signer = load_station_signer(Path(cc.key), Path(cc.chain))
+        # Verifiers bind a certificate's station id to its signer's certificate (CN).
+        named = station_id_of(signer.chain[0])
+        if named != config.station.id:
+            raise ConfigError(
+                f"station.id is {config.station.id!r} but the station certificate "
+                f"{cc.chain} is issued to {named!r}",
+                hint="set station.id to the certificate's CN, or get a certificate for "
+                     "this station id (pki new-station / sign-station)",
+            )
+        return signer, cc.development
+    return ensure_dev_pki(paths.dev_pki, station_id=config.station.id), True
 
 
 def android_settings(config: AgentConfig) -> AndroidDriverSettings:

@@ -8,60 +8,44 @@ are already validated by the platform code before they get here.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# The enumerations live in a module of their own (no pydantic), so the certificate
+# verifier and the outcome rule can use them in a verify-only install; re-exported here.
+from wipeagent.enums import (
+    CheckKind,
+    CheckStatus,
+    EncryptionType,
+    NistCategory,
+    Outcome,
+    Platform,
+)
+
+__all__ = [
+    "Canary",
+    "CheckKind",
+    "CheckResult",
+    "CheckStatus",
+    "DeviceIdentity",
+    "EncryptionType",
+    "ErasePlan",
+    "EraseRecord",
+    "Evidence",
+    "Frozen",
+    "NistCategory",
+    "Outcome",
+    "Platform",
+    "Refusal",
+    "SessionRecord",
+    "StationInfo",
+]
 
 
 class Frozen(BaseModel):
     """Base of every record: immutable, no unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Platform(StrEnum):
-    ANDROID = "android"
-    IOS = "ios"
-
-
-class Outcome(StrEnum):
-    """How a session ended. Only a verified erase may be ERASED*."""
-
-    ERASED = "erased"
-    ERASED_WITH_EXCEPTIONS = "erased_with_exceptions"
-    NOT_ERASED = "not_erased"
-
-
-class NistCategory(StrEnum):
-    """NIST SP 800-88 Rev. 2 / IEEE 2883-2022 sanitization category."""
-
-    CLEAR = "clear"
-    PURGE = "purge"
-
-
-class EncryptionType(StrEnum):
-    FILE_BASED = "file_based"
-    FULL_DISK = "full_disk"
-    NONE = "none"
-    UNKNOWN = "unknown"
-
-
-class CheckStatus(StrEnum):
-    PASS = "pass"  # noqa: S105 - not a password
-    FAIL = "fail"
-    WARN = "warn"
-    INFO = "info"
-    SKIPPED = "skipped"
-    ERROR = "error"  # the check itself could not be carried out
-
-
-class CheckKind(StrEnum):
-    """What a check is evidence of (IEEE 2883 distinguishes the last two)."""
-
-    DIAGNOSTIC = "diagnostic"  # the phone's condition (battery, storage, locks ...)
-    PRECONDITION = "precondition"  # may the erase start?
-    VERIFICATION = "verification"  # the sanitization technique ran to completion
-    VALIDATION = "validation"  # the user data is no longer recoverable by the checked means
 
 
 Evidence = dict[str, str | int | float | bool | None]

@@ -2,15 +2,41 @@
 worst failure (a certificate saying "erased" for a phone that still holds data).
 
 Pure functions, no I/O, so every rule is tested on its own. The certificate verifier
-(wipeagent.certs.payload.check_consistency) enforces the same rule on every payload, so a
-certificate breaking it can neither be issued nor verified.
+(wipeagent.certs.payload.check_consistency) applies this very `decide` to the checks a
+payload carries, so a certificate breaking the rule can neither be issued nor verified.
+`decide` reads checks and plans through small Protocols (no pydantic needed), which the
+session's records and the verifier's views of a payload both satisfy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from wipeagent.models import CheckKind, CheckResult, CheckStatus, ErasePlan, NistCategory, Outcome
+from wipeagent.enums import CheckKind, CheckStatus, NistCategory, Outcome
+
+
+class CheckLike(Protocol):
+    """What the rule reads of a check (models.CheckResult has it)."""
+
+    @property
+    def kind(self) -> CheckKind: ...
+    @property
+    def status(self) -> CheckStatus: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class PlanLike(Protocol):
+    """What the rule reads of an erase plan (models.ErasePlan has it)."""
+
+    @property
+    def manual(self) -> bool: ...
+    @property
+    def category(self) -> NistCategory: ...
 
 MANUAL_RESET_EXCEPTION = (
     "manual reset: the technician performed the factory reset under the agent's guidance; "
@@ -35,11 +61,11 @@ def not_erased(*reasons: str, code: str) -> Decision:
     return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), (code,))
 
 
-def _describe(check: CheckResult) -> str:
+def _describe(check: CheckLike) -> str:
     return f"{check.title}: {check.detail or check.status.value}"
 
 
-def decide(plan: ErasePlan, verification: list[CheckResult]) -> Decision:
+def decide(plan: PlanLike, verification: Sequence[CheckLike]) -> Decision:
     """The outcome of a session whose erase ran and whose phone came back.
 
     - Validation (is the data gone?) and verification (did the technique complete?) must

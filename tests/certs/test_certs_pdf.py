@@ -39,7 +39,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[KeySigner, x509.Certificate]:
     d = tmp_path_factory.mktemp("devpki-pdf")
-    return ensure_dev_pki(d), dev_trust_root(d)
+    return ensure_dev_pki(d, station_id="bench-01"), dev_trust_root(d)
 
 
 def _hostile_record() -> SessionRecord:

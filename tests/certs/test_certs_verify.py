@@ -44,7 +44,7 @@ def roots(name: str) -> list[x509.Certificate]:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[KeySigner, x509.Certificate]:
     directory = tmp_path_factory.mktemp("devpki")
-    return ensure_dev_pki(directory), dev_trust_root(directory)
+    return ensure_dev_pki(directory, station_id="bench-01"), dev_trust_root(directory)
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ class Bench:
 
 
 def make_bench(root: Path, store: Store) -> Bench:
-    signer = ensure_dev_pki(root / "dev-pki")
+    signer = ensure_dev_pki(root / "dev-pki", station_id="bench-01")
     client = ensure_dev_client_tls(root / "dev-pki", station_id="bench-01")
     server = ensure_dev_server_tls(root / "server-tls")
     certifier = StoreCertifier(store, signer, out_dir=root / "certificates", development=True)

@@ -6,7 +6,11 @@ every version in SCHEMA_VERSIONS, each checked against its own schema. It is che
 with the same code: when issuing (so the agent never signs something a verifier would
 reject) and when verifying.
 Besides the schema, `check_consistency` enforces the rules a schema cannot express, most
-importantly that no certificate says "erased" without a completed, passing verification.
+importantly that no certificate says "erased" unless `wipeagent.outcome.decide` (the rule
+the bench itself uses) says so for the checks the payload carries.
+
+Nothing here needs pydantic: a verify-only install runs this module (records from
+`wipeagent.models` are only read, when issuing).
 """
 
 from __future__ import annotations
@@ -14,25 +18,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
 
+from wipeagent.enums import CheckKind, CheckStatus, NistCategory, Outcome, Platform
 from wipeagent.errors import CertificateError
-from wipeagent.models import (
-    CheckKind,
-    CheckResult,
-    CheckStatus,
-    Outcome,
-    Platform,
-    SessionRecord,
-)
+from wipeagent.outcome import decide
+
+if TYPE_CHECKING:
+    from wipeagent.models import CheckResult, SessionRecord
 
 FORMAT = "wipeagent-certificate"
 # The version the agent issues, and every version a verifier accepts (one schema file each).
@@ -80,9 +83,24 @@ def rfc3339(moment: datetime) -> str:
     return text.replace(".000000+00:00", "Z").replace("+00:00", "Z")
 
 
-def parse_time(text: str) -> datetime:
-    """Parse a payload time (schema-checked RFC 3339 'Z' form)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+# RFC 3339 section 5.6 date-time, restricted to UTC with "Z" and at most 6 fraction digits
+# (what the agent writes). ASCII digits only.
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+
+
+def parse_time(text: Any) -> datetime:
+    """A payload time: RFC 3339 UTC ('Z') with a real calendar date and clock time.
+
+    CertificateError("invalid_time") for anything else: impossible dates (2026-02-30,
+    month 13), hour 24, and leap seconds (second 60: RFC 3339 allows it, but no agent
+    writes one and Python's datetime cannot hold it, so it is refused, never rounded).
+    """
+    if not isinstance(text, str) or _TIME.fullmatch(text) is None:
+        raise CertificateError("invalid_time", f"{str(text)[:40]!r} is not an RFC 3339 UTC time")
+    try:
+        return datetime.fromisoformat(text[:-1] + "+00:00")
+    except ValueError as exc:
+        raise CertificateError("invalid_time", f"{text!r} is not a real time: {exc}") from exc
 
 
 def _evidence_value(value: str | int | float | bool | None) -> str | int | float | bool | None:
@@ -107,48 +125,54 @@ def _check(check: CheckResult) -> dict[str, Any]:
 
 # A check that could not run, or was skipped, leaves the finding in doubt. A warning does
 # not: the check ran and passed its test, with something worth naming (an exception).
-_DOUBT = frozenset({CheckStatus.ERROR, CheckStatus.SKIPPED})
+_DOUBT = frozenset({CheckStatus.ERROR.value, CheckStatus.SKIPPED.value})
 
 
-def _finding(checks: tuple[CheckResult, ...], kind: CheckKind) -> str:
-    """failed: any check of `kind` failed; confirmed: at least one passed and none is in
-    doubt (error / skipped); anything else (none run, only info) is not_established.
-    The same rule as wipeagent.outcome.decide, which is the only place outcomes are made.
+def finding(checks: Sequence[dict[str, Any]], kind: CheckKind) -> str:
+    """The summary over the payload checks of `kind`: failed if any failed; confirmed if
+    at least one passed and none is in doubt (error / skipped); else not_established
+    (none run, only info). The same rule as wipeagent.outcome.decide.
     """
-    relevant = [c for c in checks if c.kind is kind]
-    if any(c.status is CheckStatus.FAIL for c in relevant):
+    statuses = {c["status"] for c in checks if c["kind"] == kind}
+    if CheckStatus.FAIL in statuses:
         return "failed"
-    if any(c.status is CheckStatus.PASS for c in relevant) and not any(
-        c.status in _DOUBT for c in relevant
-    ):
+    if CheckStatus.PASS in statuses and not statuses & _DOUBT:
         return "confirmed"
     return "not_established"
 
 
-def _locks(record: SessionRecord) -> dict[str, Any]:
-    every = record.diagnostics + record.preconditions + record.verification
-    platform = record.identity.platform if record.identity else None
+def derive_locks(checks: Sequence[dict[str, Any]], platform: str | None) -> dict[str, Any]:
+    """The `locks` section from every check of the payload (diagnostics, preconditions,
+    verification, in that order): what was checked, never more (rules in certificate.md)."""
     locks: dict[str, Any] = {}
     for name, words in LOCK_WORDS.items():
-        found = [c for c in every if any(w in c.id for w in words)]
+        found = [c for c in checks if any(w in c["id"] for w in words)]
         only_on = LOCK_PLATFORM.get(name)
+        statuses = {c["status"] for c in found}
         if not found and platform is not None and only_on is not None and platform != only_on:
             state = "not_applicable"
         elif not found:
             state = "not_checked"
-        elif any(c.status is CheckStatus.FAIL for c in found):
+        elif CheckStatus.FAIL in statuses:
             state = "present"
-        elif all(c.status is CheckStatus.PASS for c in found):
+        elif statuses == {CheckStatus.PASS.value}:
             state = "not_present"
         else:
             state = "inconclusive"
         locks[name] = {
             "state": state,
             "checks": [
-                {"id": c.id, "status": c.status.value, "method": c.method} for c in found[:16]
+                {"id": c["id"], "status": c["status"], "method": c["method"]} for c in found[:16]
             ],
         }
     return locks
+
+
+def _summary(checks: Sequence[dict[str, Any]]) -> dict[str, int]:
+    summary = {status.value: 0 for status in CheckStatus}
+    for check in checks:
+        summary[check["status"]] += 1
+    return summary
 
 
 def build_payload(
@@ -196,9 +220,9 @@ def build_payload(
         "tool": {"name": record.station.tool_name, "version": record.station.tool_version},
         "standards": list(STANDARDS),
     }
-    summary = {status.value: 0 for status in CheckStatus}
-    for check in record.diagnostics:
-        summary[check.status.value] += 1
+    verification = [_check(c) for c in record.verification]
+    preconditions = [_check(c) for c in record.preconditions]
+    diagnostics = [_check(c) for c in record.diagnostics]
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -214,13 +238,14 @@ def build_payload(
         "device": device,
         "sanitization": sanitization,
         "verification": {
-            "technique_completed": _finding(record.verification, CheckKind.VERIFICATION),
-            "data_unrecoverable": _finding(record.verification, CheckKind.VALIDATION),
-            "checks": [_check(c) for c in record.verification],
+            "technique_completed": finding(verification, CheckKind.VERIFICATION),
+            "data_unrecoverable": finding(verification, CheckKind.VALIDATION),
+            "checks": verification,
         },
-        "preconditions": {"checks": [_check(c) for c in record.preconditions]},
-        "diagnostics": {"summary": summary, "checks": [_check(c) for c in record.diagnostics]},
-        "locks": _locks(record),
+        "preconditions": {"checks": preconditions},
+        "diagnostics": {"summary": _summary(diagnostics), "checks": diagnostics},
+        "locks": derive_locks(diagnostics + preconditions + verification,
+                              ident.platform.value if ident else None),
         "custody": {
             "operator": record.operator,
             "station_id": record.station.station_id,
@@ -252,13 +277,6 @@ def schema(version: int = VERSION) -> dict[str, Any]:
     return loaded
 
 
-@cache
-def _validator(version: int) -> Any:
-    cls = jsonschema.validators.validator_for(schema(version))
-    cls.check_schema(schema(version))
-    return cls(schema(version))
-
-
 def payload_version(payload: Any) -> int:
     """The payload's schema version; CertificateError("schema_invalid") if unsupported."""
     version = payload.get("version") if isinstance(payload, dict) else None
@@ -271,46 +289,106 @@ def payload_version(payload: Any) -> int:
     return version
 
 
-def check_consistency(payload: dict[str, Any]) -> None:
-    """Rules beyond the schema; CertificateError("inconsistent_payload") when broken.
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """A payload check as wipeagent.outcome.decide reads it (outcome.CheckLike)."""
 
-    Above all: "erased" only with a performed, finished sanitization with a category and
-    a verification that established the technique completed and found nothing failing.
-    """
+    kind: CheckKind
+    status: CheckStatus
+    title: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A payload's sanitization as wipeagent.outcome.decide reads it (outcome.PlanLike)."""
+
+    manual: bool
+    category: NistCategory
+
+
+def _outcome_problems(payload: dict[str, Any]) -> list[str]:
+    """The outcome rule applied to the checks themselves, not only to the summaries."""
     result = payload["outcome"]["result"]
     san = payload["sanitization"]
     ver = payload["verification"]
+    checks = ver["checks"]
     problems: list[str] = []
-    if result in (Outcome.ERASED, Outcome.ERASED_WITH_EXCEPTIONS):
-        if payload["device"] is None:
-            problems.append("an erased phone must be identified")
-        if not san["performed"] or san["ended_at"] is None or san["category"] is None:
-            problems.append("erased needs a finished sanitization with a NIST category")
-        if ver["technique_completed"] != "confirmed":
-            problems.append("erased needs a verification confirming the technique completed")
-        if ver["data_unrecoverable"] != "confirmed":
-            problems.append("erased needs a validation confirming the data is gone")
-        if any(c["status"] == "fail" for c in ver["checks"]):
-            problems.append("erased with a failed verification check")
-    if result == Outcome.ERASED and any(c["status"] in ("error", "warn") for c in ver["checks"]):
+    for field, kind in (("technique_completed", CheckKind.VERIFICATION),
+                        ("data_unrecoverable", CheckKind.VALIDATION)):
+        if ver[field] != finding(checks, kind):
+            problems.append(f"verification.{field} does not follow from the checks")
+    if result == Outcome.NOT_ERASED:
+        if not payload["outcome"]["reasons"]:
+            problems.append("not_erased must give its reasons")
+        return problems  # saying less than the checks would allow is never a false claim
+    if payload["device"] is None:
+        problems.append("an erased phone must be identified")
+    if not san["performed"] or san["ended_at"] is None or san["category"] is None:
+        problems.append("erased needs a finished sanitization with a NIST category")
+        return problems
+    if any(c["status"] == "fail" for c in checks):
+        problems.append("erased with a failed verification check")
+    if result == Outcome.ERASED and any(c["status"] in ("error", "warn") for c in checks):
         problems.append("a post-erase check could not run or warned: not a clean erase")
-    if result == Outcome.ERASED_WITH_EXCEPTIONS and not payload["outcome"]["exceptions"]:
-        problems.append("erased_with_exceptions must list its exceptions")
-    if result == Outcome.NOT_ERASED and not payload["outcome"]["reasons"]:
-        problems.append("not_erased must give its reasons")
-    if (
-        san["started_at"]
-        and san["ended_at"]
-        and parse_time(san["ended_at"]) < parse_time(san["started_at"])
-    ):
+    decision = decide(
+        _Plan(manual=san["manual"], category=NistCategory(san["category"])),
+        [_Check(CheckKind(c["kind"]), CheckStatus(c["status"]), c["title"], c["detail"])
+         for c in checks],
+    )
+    if decision.outcome is Outcome.NOT_ERASED:
+        problems.append(f"the outcome rule finds the phone not erased "
+                        f"({', '.join(decision.codes)}): " + "; ".join(decision.reasons)[:300])
+    elif result == Outcome.ERASED and decision.outcome is not Outcome.ERASED:
+        problems.append("the outcome rule finds exceptions, so not a plain erased")
+    elif result == Outcome.ERASED_WITH_EXCEPTIONS:
+        listed = set(payload["outcome"]["exceptions"])
+        if not listed:
+            problems.append("erased_with_exceptions must list its exceptions")
+        elif not listed.issuperset(decision.exceptions):
+            problems.append("an exception the outcome rule finds is not listed")
+    return problems
+
+
+def check_consistency(payload: dict[str, Any]) -> None:
+    """Rules beyond the schema (docs/certificate.md, "Consistency rules").
+
+    CertificateError("invalid_time") for a time that is not a real RFC 3339 UTC time,
+    else CertificateError("inconsistent_payload") naming every broken rule. Above all:
+    "erased" only when wipeagent.outcome.decide, applied to the payload's own checks and
+    sanitization, says erased (and erased_with_exceptions lists what it finds).
+    """
+    san = payload["sanitization"]
+    custody = payload["custody"]
+    issued_at = parse_time(payload["issued_at"])
+    session_start = parse_time(custody["session_started_at"])
+    session_end = parse_time(custody["session_ended_at"])
+    started = parse_time(san["started_at"]) if san["started_at"] is not None else None
+    ended = parse_time(san["ended_at"]) if san["ended_at"] is not None else None
+    problems = _outcome_problems(payload)
+    if started is not None and ended is not None and ended < started:
         problems.append("sanitization ended before it started")
+    if session_end < session_start:
+        problems.append("the session ended before it started")
+    if (uuid.UUID(payload["certificate_id"]).int >> 80) != (
+        int(issued_at.timestamp() * 1000) & ((1 << 48) - 1)
+    ):
+        problems.append("certificate_id does not carry issued_at (UUIDv7 time)")
+    diagnostics = payload["diagnostics"]
+    if diagnostics["summary"] != _summary(diagnostics["checks"]):
+        problems.append("diagnostics.summary does not count diagnostics.checks")
+    device = payload["device"]
+    every = diagnostics["checks"] + payload["preconditions"]["checks"] + (
+        payload["verification"]["checks"])
+    if payload["locks"] != derive_locks(every, device["platform"] if device else None):
+        problems.append("locks do not follow from the checks")
     chain = payload["chain"]
-    if chain["station_id"] != payload["custody"]["station_id"]:
+    if chain["station_id"] != custody["station_id"]:
         problems.append("chain.station_id differs from custody.station_id")
     if (chain["sequence"] == 1) != (chain["previous_hash"] is None):
         problems.append("previous_hash must be null exactly for sequence 1")
     if problems:
-        raise CertificateError("inconsistent_payload", "; ".join(problems))
+        raise CertificateError("inconsistent_payload", "; ".join(problems)[:1000])
 
 
 @cache
@@ -318,24 +396,37 @@ def _fast_validator(version: int) -> Any:
     return jsonschema_rs.validator_for(schema(version))
 
 
+def _reference_errors(payload: Any, version: int) -> str | None:
+    """The pure-Python reference `jsonschema`'s verdict (installed with the bench: the
+    agent double-checks what it signs; a verify-only install does without it)."""
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema(version))
+    error = jsonschema.exceptions.best_match(cls(schema(version)).iter_errors(payload))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"payload invalid at {where}: {error.message}"
+
+
 def validate_payload(payload: Any, *, thorough: bool = False) -> dict[str, Any]:
     """Schema of the payload's version, then consistency; returns the payload.
 
     CertificateError("schema_invalid") for a schema violation or an unsupported version.
-    Two maintained JSON Schema implementations: jsonschema-rs (compiled, ~20 µs a
-    payload) decides on every verification; the pure-Python reference `jsonschema`
-    explains a rejection and, with thorough=True (when issuing), must agree as well.
+    jsonschema-rs (compiled, a few µs a payload) decides and explains a rejection; with
+    thorough=True (when issuing) the pure-Python reference `jsonschema` must agree too.
     """
     version = payload_version(payload)
-    fast_ok = bool(_fast_validator(version).is_valid(payload))
-    if not fast_ok or thorough:
-        error = jsonschema.exceptions.best_match(_validator(version).iter_errors(payload))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            message = f"payload invalid at {where}: {error.message}"
-            raise CertificateError("schema_invalid", message[:500])
-        if not fast_ok:
-            raise CertificateError("schema_invalid", "payload rejected by jsonschema-rs")
+    validator = _fast_validator(version)
+    if not validator.is_valid(payload):
+        error = next(iter(validator.iter_errors(payload)), None)
+        where = "/".join(str(p) for p in getattr(error, "instance_path", ())) or "(root)"
+        message = getattr(error, "message", "rejected by jsonschema-rs")
+        raise CertificateError("schema_invalid", f"payload invalid at {where}: {message}"[:500])
+    if thorough:
+        reference = _reference_errors(payload, version)
+        if reference is not None:
+            raise CertificateError("schema_invalid", reference[:500])
     assert isinstance(payload, dict)
     check_consistency(payload)
     return payload

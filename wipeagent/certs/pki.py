@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ from wipeagent.errors import ConfigError
 # RFC 9336 id-kp-documentSigning: "signing human-readable documents".
 EKU_DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 DEV_OU = "wipeagent development - not for production"
+# A station id: ASCII letters, digits, ".", "_", "-" (as `station.id` in the agent's
+# configuration). ASCII only, so that no look-alike (a Cyrillic "е" for a Latin "e") can
+# ever name another station: ids are compared byte for byte.
+STATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 KEY_TYPES = ("ed25519", "p256")
 
 CA_KEY = "ca.key"
@@ -109,6 +114,31 @@ def is_development(cert: x509.Certificate) -> bool:
         attr.value == DEV_OU
         for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     )
+
+
+def check_station_id(value: str) -> str:
+    """`value` if it is a valid station id, else ConfigError."""
+    if not isinstance(value, str) or STATION_ID.fullmatch(value) is None:
+        raise ConfigError(
+            f"station id {value!r} is not 1-64 ASCII letters, digits, '.', '_', '-' "
+            "(starting with a letter or digit)"
+        )
+    return value
+
+
+def station_id_of(cert: x509.Certificate) -> str | None:
+    """The station id a station certificate names: its one subject CN, if that is a valid
+    (ASCII) station id; None otherwise. This binds a payload's station id to its signer."""
+    try:
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    if len(cns) != 1:
+        return None
+    value = cns[0].value
+    if not isinstance(value, str) or STATION_ID.fullmatch(value) is None:
+        return None
+    return value
 
 
 def _check_text(value: str, what: str) -> str:
@@ -202,7 +232,7 @@ def new_station(
     directory: Path, *, station_id: str, organisation: str = "", key_type: str = "ed25519"
 ) -> StationRequest:
     """Create the station key (0600) and a CSR for the CA, on the bench itself."""
-    _check_text(station_id, "station id")
+    check_station_id(station_id)
     directory.mkdir(parents=True, exist_ok=True)
     key = generate_key(key_type)
     csr = (
@@ -236,7 +266,7 @@ def issue_leaf_certificate(
     cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(cns) != 1 or not isinstance(cns[0].value, str):
         raise ConfigError("the CSR needs exactly one common name (the station id)")
-    station_id = _check_text(cns[0].value, "station id")
+    station_id = check_station_id(cns[0].value)
     orgs = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     organisation = str(orgs[0].value) if orgs else ""
     public = csr.public_key()
@@ -329,21 +359,28 @@ def load_trust_roots(path: Path) -> list[x509.Certificate]:
     return load_certificates(path)
 
 
-def ensure_dev_pki(directory: Path) -> KeySigner:
+def ensure_dev_pki(directory: Path, *, station_id: str = "dev-station") -> KeySigner:
     """The development signer: creates (once) a dev root CA and a station key + chain.
 
     Everything here is marked development (subject OU), and certificates issued with it
-    must carry "development": true. Later calls load the same files.
+    must carry "development": true. Later calls load the same files. The station
+    certificate names `station_id` (certificates are bound to it): asked for another id,
+    the development station key and certificate are made anew under the same CA.
     """
+    check_station_id(station_id)
     directory = Path(directory)
     chain_path = directory / STATION_CHAIN
     key_path = directory / STATION_KEY
+    if chain_path.exists() and station_id_of(load_certificates(chain_path)[0]) != station_id:
+        chain_path.unlink()
     if not chain_path.exists():
+        # A development key without its chain (or for another station) is of no use.
+        key_path.unlink(missing_ok=True)
+        (directory / STATION_CSR).unlink(missing_ok=True)
         ca_dir = directory / "ca"
         if not (ca_dir / CA_CERT).exists():
             init_ca(ca_dir, organisation="wipeagent development", development=True)
-        if not key_path.exists():
-            new_station(directory, station_id="dev-station", organisation="wipeagent development")
+        new_station(directory, station_id=station_id, organisation="wipeagent development")
         sign_station(
             directory / STATION_CSR,
             ca_key_path=ca_dir / CA_KEY,

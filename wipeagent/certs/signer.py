@@ -3,6 +3,12 @@
 A `Signer` produces JWS signatures (RFC 7515 section 5.1 signing input in, the raw JWS
 signature out: 64 bytes for Ed25519 and for ES256 the fixed-width R||S form of RFC 7518
 section 3.4, not DER). Everything else about certificates is built around it.
+
+ES256 signatures are canonical "low S" (S <= n/2, as Bitcoin's BIP 62 and libsecp256k1
+require): (R, S) and (R, n - S) both verify under plain ECDSA, so without this rule anyone
+could turn a genuine certificate into a byte-different valid twin. The signer always
+emits low S and the verifier refuses high S. Ed25519 needs no such rule: OpenSSL refuses
+S >= L (RFC 8032 section 5.1.7), so its signatures are not malleable.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ from wipeagent.keyfile import read_private_key
 ALG_EDDSA = "EdDSA"
 ALG_ES256 = "ES256"
 SUPPORTED_ALGS = frozenset({ALG_EDDSA, ALG_ES256})
+
+# The order n of the P-256 group (SEC 2 v2 section 2.4.2; FIPS 186-4 D.1.2.3): ES256
+# signatures are canonical when S <= n // 2.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+P256_HALF_ORDER = P256_ORDER // 2
 
 # A PEM key or certificate file is small; anything bigger is not ours.
 MAX_PEM_BYTES = 64 * 1024
@@ -81,7 +92,11 @@ def alg_for_key(key: SigningKey | VerifyingKey) -> str:
 
 
 def jwk_thumbprint(key: VerifyingKey) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256, base64url) of a public key: the JWS "kid"."""
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of a public key: the JWS "kid".
+
+    CertificateError("unsupported_key") for anything but Ed25519 and P-256 keys.
+    """
+    alg_for_key(key)  # P-384 and others are refused here, not by an OverflowError below
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         members = {"crv": "Ed25519", "kty": "OKP", "x": b64url(raw)}
@@ -99,13 +114,20 @@ def jwk_thumbprint(key: VerifyingKey) -> str:
 
 
 def raw_sign(key: SigningKey, data: bytes) -> bytes:
-    """Sign `data` the way JWS wants it (ES256 as R||S, RFC 7518 section 3.4)."""
+    """Sign `data` the way JWS wants it (ES256 as R||S, RFC 7518 section 3.4, low S)."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)
     # RFC 6979 deterministic nonces: no dependence on the RNG at signing time.
     der = key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
     r, s = decode_dss_signature(der)
+    if s > P256_HALF_ORDER:
+        s = P256_ORDER - s  # the canonical twin: (r, n - s) verifies just the same
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def is_low_s(signature: bytes) -> bool:
+    """Whether a 64-byte ES256 R||S signature is canonical (S <= n/2)."""
+    return int.from_bytes(signature[32:64], "big") <= P256_HALF_ORDER
 
 
 def raw_verify(key: VerifyingKey, signature: bytes, data: bytes) -> None:
