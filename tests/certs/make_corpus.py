@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -30,8 +32,20 @@ import certs_fixtures as fx
 
 from wipeagent.certs import jws
 from wipeagent.certs.payload import build_payload, schema, validate_payload
-from wipeagent.certs.pki import issue_station_certificate, make_ca_certificate
-from wipeagent.certs.signer import SigningKey, alg_for_key, b64url, jwk_thumbprint, raw_sign
+from wipeagent.certs.pki import (
+    EKU_DOCUMENT_SIGNING,
+    issue_station_certificate,
+    make_ca_certificate,
+    sign_certificate,
+)
+from wipeagent.certs.signer import (
+    P256_ORDER,
+    SigningKey,
+    alg_for_key,
+    b64url,
+    jwk_thumbprint,
+    raw_sign,
+)
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 Y2026 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -205,6 +219,228 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def custom_cert(
+    seed: str,
+    subject_cn: str,
+    key: Any,
+    issuer: tuple[Any, x509.Certificate] | None,
+    *,
+    ca: bool,
+    path_length: int | None = None,
+    key_usage: dict[str, bool] | None = None,
+    eku: list[x509.ObjectIdentifier] | None = None,
+    extra: list[tuple[x509.ExtensionType, bool]] = (),  # type: ignore[assignment]
+) -> x509.Certificate:
+    """Any certificate the verifier must judge, built field by field (pki.py would refuse
+    most of these). `issuer` None: self-signed by `key`."""
+    name = x509.Name([
+        x509.NameAttribute(x509.NameOID.COMMON_NAME, subject_cn),
+        x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Acme Refurb"),
+    ])
+    usage = {
+        "digital_signature": False, "content_commitment": False, "key_encipherment": False,
+        "data_encipherment": False, "key_agreement": False, "key_cert_sign": ca,
+        "crl_sign": ca, "encipher_only": False, "decipher_only": False,
+    }
+    if not ca:
+        usage["digital_signature"] = True
+    usage.update(key_usage or {})
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[1].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(serial_of(seed))
+        .not_valid_before(Y2026)
+        .not_valid_after(Y2036 - timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
+        .add_extension(x509.KeyUsage(**usage), critical=True)
+    )
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[0].public_key()),
+            critical=False)
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    for ext, critical in extra:
+        builder = builder.add_extension(ext, critical=critical)
+    signing_key = issuer[0] if issuer else key
+    return sign_certificate(builder, signing_key)
+
+
+def sign_p384(key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate],
+              body: dict[str, Any]) -> bytes:
+    """A JWS whose station key is P-384 (which no station may have), signed ES384-style."""
+    hdr = jws.encode_header("ES256", "p384",
+                            [c.public_bytes(serialization.Encoding.DER) for c in chain])
+    p64 = b64url(jws.canonical_json(hdr))
+    b64 = b64url(jws.canonical_json(body))
+    der = key.sign(jws.signing_input(p64, b64),
+                   ec.ECDSA(hashes.SHA384(), deterministic_signing=True))
+    r, s = decode_dss_signature(der)
+    signature = r.to_bytes(48, "big") + s.to_bytes(48, "big")
+    return jws.serialize(hdr, jws.canonical_json(body), signature)
+
+
+def add_verifier_cases(add: Any, st: Station, root: tuple[SigningKey, x509.Certificate],
+                       out: Path) -> None:
+    """Issue 10's forgeries and crashes: each a file with the reason it must get."""
+    docsign = [EKU_DOCUMENT_SIGNING]
+
+    # Path length: the root says pathLen 0, yet an intermediate CA sits below it.
+    inter_key = seeded_key("intermediate")
+    inter = custom_cert("intermediate", "corpus intermediate", inter_key, root, ca=True,
+                        path_length=0)
+    leaf_key = seeded_key("station-under-intermediate")
+    leaf = custom_cert("station-under-intermediate", "bench-01", leaf_key,
+                       (inter_key, inter), ca=False, eku=docsign)
+    add("intermediate-under-pathlen0-root.jws",
+        sign(Station(leaf_key, [leaf, inter, root[1]]), payload(version=2)), "path_length")
+    # The same shape under a root that allows one intermediate is fine.
+    root1_key = seeded_key("root-pathlen1")
+    root1 = custom_cert("root-pathlen1", "corpus root pathlen 1", root1_key, None, ca=True,
+                        path_length=1)
+    (out / "root-pathlen1.pem").write_bytes(pem(root1))
+    inter1 = custom_cert("intermediate-1", "corpus intermediate 1", inter_key,
+                         (root1_key, root1), ca=True, path_length=0)
+    leaf1 = custom_cert("station-under-intermediate-1", "bench-01", leaf_key,
+                        (inter_key, inter1), ca=False, eku=docsign)
+    add("valid-v2-intermediate.jws",
+        sign(Station(leaf_key, [leaf1, inter1, root1]), payload(version=2)), "ok",
+        "root-pathlen1.pem")
+    # Two intermediates under the pathLen 1 root: the upper one allows none below it.
+    inter2_key = seeded_key("intermediate-2")
+    inter2 = custom_cert("intermediate-2", "corpus intermediate 2", inter2_key,
+                         (inter_key, inter1), ca=True)
+    leaf2 = custom_cert("station-under-intermediate-2", "bench-01", leaf_key,
+                        (inter2_key, inter2), ca=False, eku=docsign)
+    add("two-intermediates-under-pathlen0.jws",
+        sign(Station(leaf_key, [leaf2, inter2, inter1, root1]), payload(version=2)),
+        "path_length", "root-pathlen1.pem")
+    # An intermediate whose EKU is for TLS only may not vouch for document signing.
+    inter_tls = custom_cert("intermediate-tls", "corpus intermediate tls", inter_key,
+                            (root1_key, root1), ca=True, path_length=0,
+                            eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+    leaf_tls = custom_cert("station-under-tls", "bench-01", leaf_key, (inter_key, inter_tls),
+                           ca=False, eku=docsign)
+    add("intermediate-eku-tls-only.jws",
+        sign(Station(leaf_key, [leaf_tls, inter_tls, root1]), payload(version=2)),
+        "key_usage", "root-pathlen1.pem")
+
+    # Key usage the station must not have, and a critical extension nobody understands.
+    st_key = seeded_key("station-custom")
+    cert_sign = custom_cert("station-keycertsign", "bench-01", st_key, root, ca=False,
+                            eku=docsign, key_usage={"key_cert_sign": True})
+    add("station-may-sign-certificates.jws",
+        sign(Station(st_key, [cert_sign, root[1]]), payload(version=2)), "key_usage")
+    critical = custom_cert(
+        "station-critical", "bench-01", st_key, root, ca=False, eku=docsign,
+        extra=[(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"),
+                                           b"\x05\x00"), True)],
+    )
+    add("unknown-critical-extension.jws",
+        sign(Station(st_key, [critical, root[1]]), payload(version=2)),
+        "unknown_critical_extension")
+
+    # Name constraints on the root: excluded, not permitted, and satisfied.
+    def nc_root(seed: str, nc: x509.NameConstraints) -> tuple[SigningKey, x509.Certificate]:
+        key = seeded_key(seed)
+        cert = custom_cert(seed, f"corpus {seed}", key, None, ca=True, path_length=0,
+                           extra=[(nc, True)])
+        (out / f"{seed}.pem").write_bytes(pem(cert))
+        return key, cert
+
+    bench01 = x509.DirectoryName(x509.Name([
+        x509.NameAttribute(x509.NameOID.COMMON_NAME, "BENCH-01")]))  # matched case-blind
+    bench99 = x509.DirectoryName(x509.Name([
+        x509.NameAttribute(x509.NameOID.COMMON_NAME, "bench-99")]))
+    for seed, nc, reason in (
+        ("root-nc-excluded", x509.NameConstraints(None, [bench01]), "name_constraints"),
+        ("root-nc-permitted-other", x509.NameConstraints([bench99], None), "name_constraints"),
+        ("root-nc-ok", x509.NameConstraints([x509.DNSName("example.com")], [bench99]), "ok"),
+    ):
+        nc_key, nc_cert = nc_root(seed, nc)
+        leaf_nc = custom_cert(f"station-{seed}", "bench-01", st_key, (nc_key, nc_cert),
+                              ca=False, eku=docsign)
+        name = "valid-v2-name-constraints.jws" if reason == "ok" else f"{seed}.jws"
+        add(name, sign(Station(st_key, [leaf_nc, nc_cert]), payload(version=2)), reason,
+            f"{seed}.pem")
+
+    # A station key on P-384: refused as unsupported (it once raised OverflowError).
+    p384 = ec.derive_private_key(
+        int.from_bytes(hashlib.sha256(b"p384").digest(), "big"), ec.SECP384R1())
+    leaf384 = custom_cert("station-p384", "bench-01", p384, root, ca=False, eku=docsign)
+    add("p384-station-key.jws", sign_p384(p384, [leaf384, root[1]], payload(version=2)),
+        "unsupported_key")
+
+    # Station binding: another station of the organisation signing in bench-01's name.
+    other_key = seeded_key("station-bench-02")
+    bench02 = custom_cert("station-bench-02", "bench-02", other_key, root, ca=False,
+                          eku=docsign)
+    add("other-station-signs.jws",
+        sign(Station(other_key, [bench02, root[1]]), payload(version=2)), "station_mismatch")
+    cyrillic = "b\u0435nch-01"  # a Cyrillic "е" in place of the Latin "e"
+    lookalike = payload(version=1)  # version 1 still allowed any station id string
+    lookalike["custody"]["station_id"] = lookalike["chain"]["station_id"] = cyrillic
+    add("lookalike-station-id-v1.jws", sign(st, lookalike, validate=False), "station_mismatch")
+    cyr_cert = custom_cert("station-cyrillic", cyrillic, st_key, root, ca=False, eku=docsign)
+    add("lookalike-station-certificate-v1.jws",
+        sign(Station(st_key, [cyr_cert, root[1]]), lookalike, validate=False),
+        "station_mismatch")
+
+    # The outcome rule on the checks themselves, not the summaries.
+    no_checks = payload(version=2)
+    no_checks["verification"]["checks"] = []  # summaries still say "confirmed"
+    add("erased-without-checks.jws", sign(st, no_checks, validate=False),
+        "inconsistent_payload")
+    skipped = payload(version=2)
+    skipped["verification"]["checks"][1]["status"] = "skipped"
+    skipped["outcome"]["result"] = "erased_with_exceptions"
+    skipped["outcome"]["exceptions"] = ["canary check skipped"]
+    add("erased-validation-skipped.jws", sign(st, skipped, validate=False),
+        "inconsistent_payload")
+    warned = payload(version=2)
+    warned["verification"]["checks"][0]["status"] = "warn"  # needs erased_with_exceptions
+    add("erased-despite-warning.jws", sign(st, warned, validate=False), "inconsistent_payload")
+    manual = payload(version=2)
+    manual["sanitization"]["manual"] = True  # a manual reset is an exception, not listed
+    add("manual-reset-not-an-exception.jws", sign(st, manual, validate=False),
+        "inconsistent_payload")
+    locks = payload(record=fx.not_erased_record(), version=2)
+    locks["locks"]["activation_lock"]["state"] = "not_present"  # its Find My check failed
+    add("lock-state-lies.jws", sign(st, locks, validate=False), "inconsistent_payload")
+    summary = payload(version=2)
+    summary["diagnostics"]["summary"]["fail"] = 3
+    add("diagnostics-summary-lies.jws", sign(st, summary, validate=False),
+        "inconsistent_payload")
+    moved = payload(version=2)
+    moved["issued_at"] = "2026-11-20T09:11:00Z"  # the UUIDv7 says 09:10:00
+    add("id-time-mismatch.jws", sign(st, moved, validate=False), "inconsistent_payload")
+
+    # Times that are not real: each once raised ValueError out of the verifier.
+    for name, where, value in (
+        ("impossible-date.jws", ("issued_at",), "2026-02-30T09:10:00Z"),
+        ("month-13.jws", ("issued_at",), "2026-13-20T09:10:00Z"),
+        ("leap-second.jws", ("issued_at",), "2026-11-20T09:10:60Z"),
+        ("hour-24.jws", ("sanitization", "ended_at"), "2026-11-20T24:00:00Z"),
+        ("session-day-zero.jws", ("custody", "session_started_at"), "2026-11-00T09:00:00Z"),
+    ):
+        bad = payload(version=2)
+        target = bad
+        for key in where[:-1]:
+            target = target[key]
+        target[where[-1]] = value
+        add(name, sign(st, bad, validate=False), "invalid_time")
+
+    # A version that is a boolean (true == 1 in Python), and a payload that is no object.
+    boolean = payload(version=1)
+    boolean["version"] = True
+    add("version-true.jws", sign(st, boolean, validate=False), "schema_invalid")
+    add("payload-not-object.jws", sign(st, b"[1,2,3]"), "schema_invalid")
+
+
 def generate(out: Path) -> dict[str, Any]:
     """Write the corpus to `out`; returns the manifest (also written as expected.json)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -346,6 +582,16 @@ def generate(out: Path) -> dict[str, Any]:
         sign(st, payload(issued=datetime(2035, 1, 1, tzinfo=UTC))),
         "issued_in_future",
     )
+
+    add_verifier_cases(add, st, root, out)
+
+    # ES256 malleability: the twin (R, n - S) of a genuine low-S signature.
+    genuine = json.loads(files["valid-v2-es256.jws"][0])
+    sig = jws.b64url_decode(genuine["signature"], "signature")
+    twin_s = P256_ORDER - int.from_bytes(sig[32:], "big")
+    twin = {**genuine, "signature": b64url(sig[:32] + twin_s.to_bytes(32, "big"))}
+    add("es256-high-s-twin.jws", json.dumps(twin, separators=(",", ":")).encode(),
+        "signature_not_canonical", "root-p256.pem")
 
     manifest: dict[str, Any] = {"files": {}, "sequences": {}}
     for name, (data, reason, trust) in files.items():

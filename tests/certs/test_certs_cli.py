@@ -159,3 +159,36 @@ def test_verify_writes_pdfs_for_valid_certificates(tmp_path: Path) -> None:
     pdfs = list(tmp_path.glob("*.pdf"))
     assert len(pdfs) == 1 and pdfs[0].name.endswith(".zh.pdf")
     assert pdfs[0].read_bytes().startswith(b"%PDF")
+
+
+def test_batch_reports_every_file_and_never_aborts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10: 11 good + 1 bad once ended in a ValueError, exit 1 and no report."""
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    good = [
+        *sorted((CORPUS / "seq-good").glob("*.jws")),
+        CORPUS / "valid-ed25519.jws", CORPUS / "valid-v2-ed25519.jws",
+        CORPUS / "valid-not-erased-ios.jws", CORPUS / "valid-v2-not-erased-ios.jws",
+    ]
+    for i, path in enumerate(good):
+        shutil.copy(path, batch / f"good-{i:02d}.jws")
+    bad = {"month-13.jws": "invalid_time", "leap-second.jws": "invalid_time",
+           "p384-station-key.jws": "unsupported_key",
+           "other-station-signs.jws": "station_mismatch",
+           "intermediate-under-pathlen0-root.jws": "path_length"}
+    for name in bad:
+        shutil.copy(CORPUS / name, batch / name)
+    (batch / "empty.jws").write_bytes(b"")
+    (batch / "binary.jws").write_bytes(bytes(range(256)))
+    code = main(["verify", "--trust", ROOT, "--json", "--batch", str(batch)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    by_file = {Path(r["file"]).name: r for r in report["results"]}
+    assert len(by_file) == len(good) + len(bad) + 2
+    assert all(by_file[f"good-{i:02d}.jws"]["valid"] for i in range(len(good)))
+    for name, reason in bad.items():
+        assert by_file[name]["reason"] == reason, name
+    assert by_file["empty.jws"]["reason"] == by_file["binary.jws"]["reason"] == "malformed"
+    assert report["valid"] == len(good) and report["invalid"] == len(bad) + 2

@@ -24,6 +24,7 @@ from wipeagent.certs import (
     dev_trust_root,
     ensure_dev_pki,
     issue_certificate,
+    jws,
     load_station_signer,
     pki,
     verify_certificate,
@@ -465,3 +466,46 @@ def test_naive_datetime_is_refused(dev: tuple[KeySigner, x509.Certificate]) -> N
             verification_url=None,
         )
     assert caught.value.reason == "inconsistent_record"
+
+
+# Chain cases OpenSSL judges too: our RFC 5280 path check must agree with it.
+OPENSSL_CHAIN_CASES = [
+    name for name, e in MANIFEST["files"].items()
+    if e["reason"] in ("path_length", "name_constraints", "unknown_critical_extension")
+    or name in ("valid-v2-intermediate.jws", "valid-v2-name-constraints.jws",
+                "valid-v2-ed25519.jws", "valid-v2-es256.jws")
+]
+
+
+@pytest.mark.parametrize("name", sorted(OPENSSL_CHAIN_CASES))
+def test_openssl_agrees_on_chain_constraints(name: str, tmp_path: Path) -> None:
+    expected = MANIFEST["files"][name]
+    parsed = jws.parse((CORPUS / name).read_bytes())
+    chain = [x509.load_der_x509_certificate(d) for d in parsed.x5c_der]
+    trust = roots(expected["trust"])
+    middle = [c for c in chain[1:] if c not in trust]
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(chain[0].public_bytes(serialization.Encoding.PEM))
+    untrusted = tmp_path / "untrusted.pem"
+    untrusted.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in middle))
+    issued = jws.parse_payload(parsed.payload_bytes)["issued_at"]
+    at = int(datetime.fromisoformat(issued.replace("Z", "+00:00")).timestamp())
+    command = ["openssl", "verify", "-x509_strict", "-attime", str(at),
+               "-CAfile", str(CORPUS / expected["trust"])]
+    if middle:
+        command += ["-untrusted", str(untrusted)]
+    done = subprocess.run([*command, str(leaf)], capture_output=True, check=False, text=True,
+                          timeout=30)
+    said = done.stdout + done.stderr
+    if expected["reason"] == "ok":
+        assert done.returncode == 0, said
+    else:  # refused, and for the same cause
+        assert done.returncode != 0, said
+        assert OPENSSL_SAYS[expected["reason"]] in said, said
+
+
+OPENSSL_SAYS = {
+    "path_length": "path length constraint exceeded",
+    "name_constraints": "subtree violation",
+    "unknown_critical_extension": "unhandled critical extension",
+}

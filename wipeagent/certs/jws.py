@@ -160,7 +160,7 @@ def _parse_header(protected_b64: Any) -> _Header:
             raise CertificateError("bad_header", "x5c entry is not a short string")
         try:
             ders.append(base64.b64decode(item, validate=True))
-        except binascii.Error as exc:
+        except (binascii.Error, ValueError) as exc:  # ValueError: a non-ASCII string
             raise CertificateError("bad_header", "x5c entry is not base64") from exc
     parsed = _Header(header, alg, kid, tuple(ders))
     if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
