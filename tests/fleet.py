@@ -30,6 +30,7 @@ from wipeagent.certs.pki import (
     issue_station_certificate,
     load_trust_roots,
     new_station,
+    sign_certificate,
 )
 from wipeagent.certs.signer import (
     KeySigner,
@@ -196,9 +197,38 @@ class Org:
             b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, ca_cert)))
         signer = load_station_signer(directory / "station.key", directory / STATION_CHAIN)
         tls = new_client_key(directory / "uplink", station_id=client_id or station_id)
-        cert = sign_client(tls.csr, ca_key_path=self.ca_key, ca_cert_path=self.ca_cert,
-                           out_path=directory / "uplink" / "uplink.pem")
+        issue = sign_client if client_id is None else sign_client_unchecked
+        cert = issue(tls.csr, ca_key_path=self.ca_key, ca_cert_path=self.ca_cert,
+                     out_path=directory / "uplink" / "uplink.pem")
         return Station(self, station_id, signer, cert, tls.key)
+
+
+def sign_client_unchecked(csr_path: Path, *, ca_key_path: Path, ca_cert_path: Path,
+                          out_path: Path) -> Path:
+    """A TLS client certificate for whatever CN the CSR names, as a careless (or older)
+    CA would issue it: `pki` refuses non-ASCII station ids, but a receiver must refuse
+    such a client on its own (tests of look-alike identities)."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    ca_cert = load_certificates(ca_cert_path)[0]
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(min(now + timedelta(days=30), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+    )
+    cert = sign_certificate(builder, load_private_key(ca_key_path))
+    out_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                  for c in (cert, ca_cert)))
+    return out_path
 
 
 def resign(station: Station, cert: IssuedCertificate, **changes: object) -> bytes:

@@ -509,3 +509,38 @@ OPENSSL_SAYS = {
     "name_constraints": "subtree violation",
     "unknown_critical_extension": "unhandled critical extension",
 }
+
+
+def test_station_ids_are_ascii_and_bind_the_dev_pki(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ASCII"):
+        pki.new_station(tmp_path / "cyr", station_id="b\u0435nch-01")
+    with pytest.raises(ConfigError, match="ASCII"):
+        pki.new_station(tmp_path / "space", station_id="bench 01")
+    first = ensure_dev_pki(tmp_path / "dev", station_id="bench-01")
+    assert pki.station_id_of(first.chain[0]) == "bench-01"
+    again = ensure_dev_pki(tmp_path / "dev", station_id="bench-01")
+    assert again.kid == first.kid  # reloaded, not remade
+    other = ensure_dev_pki(tmp_path / "dev", station_id="bench-02")
+    assert pki.station_id_of(other.chain[0]) == "bench-02"
+    assert other.chain[-1] == first.chain[-1]  # same development CA
+
+
+def test_agent_refuses_a_station_certificate_of_another_station(
+    p256: tuple[KeySigner, x509.Certificate, Path], tmp_path: Path
+) -> None:
+    from wipeagent.assemble import Paths, load_signer
+    from wipeagent.config import AgentConfig
+
+    _, _, d = p256  # issued to bench-01
+    config = AgentConfig.model_validate({
+        "station": {"id": "bench-02"},
+        "certificates": {"key": str(d / "station.key"), "chain": str(d / "station.pem")},
+    })
+    with pytest.raises(ConfigError, match="bench-01"):
+        load_signer(config, Paths(tmp_path))
+    config = AgentConfig.model_validate({
+        "station": {"id": "bench-01"},
+        "certificates": {"key": str(d / "station.key"), "chain": str(d / "station.pem")},
+    })
+    signer, _ = load_signer(config, Paths(tmp_path))
+    assert pki.station_id_of(signer.chain[0]) == "bench-01"
