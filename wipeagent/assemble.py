@@ -8,7 +8,7 @@ from pathlib import Path
 
 from wipeagent import TOOL_NAME, __version__
 from wipeagent.certify import StoreCertifier
-from wipeagent.certs.pki import ensure_dev_pki, station_id_of
+from wipeagent.certs.pki import ensure_dev_pki, is_development, station_id_of
 from wipeagent.certs.signer import Signer, load_station_signer
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
@@ -63,7 +63,9 @@ def load_signer(config: AgentConfig, paths: Paths) -> tuple[Signer, bool]:
                 hint="set station.id to the certificate's CN, or get a certificate for "
                      "this station id (pki new-station / sign-station)",
             )
-        return signer, cc.development
+        # A chain made by `pki init-ca --development` is development whatever the config
+        # says (the signer would refuse to issue it as production anyway).
+        return signer, cc.development or any(is_development(c) for c in signer.chain)
     return ensure_dev_pki(paths.dev_pki, station_id=config.station.id), True
 
 

@@ -121,6 +121,10 @@ class CertificateConfig(_Section):
     key: str = ""
     chain: str = ""
     development: bool = False
+    # `wipeagent run` refuses to sign under a development CA (the auto-created one, or a
+    # chain marked development) unless this says so: a test or demo bench, never
+    # production. With it, the log, `status` and every certificate say "development".
+    allow_development_pki: bool = False
     verification_url: str | None = Field(default=None, max_length=300)
     language: Literal["en", "zh"] = "en"
 

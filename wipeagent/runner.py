@@ -16,8 +16,14 @@
   configuration stays.
 
 Exit status: 0 stopped by a signal (or --once finished); 1 the agent failed (a phone
-source died, the journal could not be opened): systemd restarts it; 78 the configuration
-was refused: fix it, no restart.
+source died, the journal could not be opened): systemd restarts it; 75 another agent holds
+the state directory (EX_TEMPFAIL: systemd retries until it is free); 78 the configuration
+or the start-up was refused for something a person fixes (a bad value, an unwritable or
+full state directory, a missing or loose key file, a development CA without
+`allow_development_pki`): one line with the path and a hint, no restart.
+
+One agent per state directory: `service.statelock` holds an exclusive flock on
+`<state_dir>/agent.lock` from before the journal opens until the process ends.
 
 Extensions (the control API, the uplink, metrics) plug in beside the Agent: an
 `Extension` is `ctx -> async context manager`, entered after the Agent is built and
@@ -47,12 +53,21 @@ from wipeagent.certify import StoreCertifier
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig, load_config
 from wipeagent.daemon import Agent
-from wipeagent.errors import ConfigError, WipeAgentError
+from wipeagent.errors import ConfigError, StoreError, WipeAgentError
 from wipeagent.models import DeviceIdentity, ErasePlan
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.service.logs import EventLogger, setup_logging
 from wipeagent.service.notify import Notifier, watchdog_interval
+from wipeagent.service.preflight import (
+    StartupRefused,
+    check_development_pki,
+    os_error,
+    prepare_state_dir,
+    store_error,
+    uses_development_pki,
+)
 from wipeagent.service.reload import plan_reload
+from wipeagent.service.statelock import StateDirBusy, StateDirLock
 from wipeagent.service.status import BenchSummary
 from wipeagent.session import DeviceSession, EraseGate, Observer, SessionEvent, allow_all
 from wipeagent.store import TERMINAL_STATES, Store
@@ -62,6 +77,7 @@ log = logging.getLogger("wipeagent.runner")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_BUSY = 75  # sysexits EX_TEMPFAIL: another agent runs on this state directory
 EXIT_CONFIG = 78  # sysexits EX_CONFIG; the unit's RestartPreventExitStatus
 
 GateFactory = Callable[[AgentConfig], EraseGate]
@@ -122,6 +138,7 @@ async def control_extension(ctx: RunContext) -> AsyncIterator[None]:
         return
     bench = BenchState(ctx.clock, station_id=ctx.config.station.id,
                        policy=ctx.config.policy.erase)
+    bench.development_pki = ctx.certifier.development
     bench.attach(ctx.agent)
     ctx.observers.append(bench.observe)
     ctx.gate_factory = lambda config: make_gate(config, bench, ctx.store, ctx.clock)
@@ -385,9 +402,35 @@ class Service:
         """Run until a signal (or, with `once`, every endpoint had a session)."""
         config = self.config
         _check_sources(config)
-        agent, store, certifier = await build_agent(config, clock=self.clock, gate=deny_all,
-                                                    observer=self._observe, usb=True,
-                                                    ios=True)
+        if uses_development_pki(config) and not config.certificates.allow_development_pki:
+            # Refused before anything is created in the state directory.
+            check_development_pki(config, True)
+        prepare_state_dir(config.state_path)
+        with StateDirLock(config.state_path):
+            return await self._run_locked(config)
+
+    async def _build(self, config: AgentConfig) -> tuple[Agent, Store, StoreCertifier]:
+        """build_agent, with start-up failures a person can fix as ConfigErrors."""
+        try:
+            built = await build_agent(config, clock=self.clock, gate=deny_all,
+                                      observer=self._observe, usb=True, ios=True)
+        except OSError as exc:
+            raise os_error(exc, "cannot use") from exc
+        except StoreError as exc:
+            fixable = store_error(exc, config.state_path / "journal.sqlite3")
+            if fixable is None:
+                raise
+            raise fixable from exc
+        try:
+            check_development_pki(config, built[2].development)
+        except ConfigError:
+            await built[1].close()
+            raise
+        self.summary.development = built[2].development
+        return built
+
+    async def _run_locked(self, config: AgentConfig) -> int:
+        agent, store, certifier = await self._build(config)
         ctx = RunContext(config, self.config_path, self.clock, agent, store, certifier,
                          self.notifier, self.summary)
         ctx.observers += [EventLogger(serial_of=ctx.serial_of), self.summary]
@@ -412,9 +455,10 @@ class Service:
             if interval is not None:
                 self._tasks.add(loop.create_task(self.watchdog(interval, agent_task),
                                                  name="watchdog"))
-            log.info("started: station %s, policy %s, state %s, %d endpoint(s)%s",
-                        config.station.id, config.policy.erase, config.state_dir, n,
-                        f", watchdog every {interval:.1f} s" if interval else "")
+            log.info("started: station %s, policy %s, state %s, %d endpoint(s)%s%s",
+                     config.station.id, config.policy.erase, config.state_dir, n,
+                     f", watchdog every {interval:.1f} s" if interval else "",
+                     ", DEVELOPMENT PKI" if certifier.development else "")
             self._last_status = self.summary.line()
             self.notifier.ready(status=self._last_status)
             stopper = loop.create_task(self._stop.wait())
@@ -466,6 +510,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = load_config(path)
         return asyncio.run(run_agent(config, Clock(config.clock_speed), once=args.once,
                                      config_path=path, notifier=notifier))
+    except StateDirBusy as exc:
+        log.error("not started: %s (hint: %s)", exc, exc.hint)
+        notifier.status(f"not started: {exc}")
+        return EXIT_BUSY
+    except StartupRefused as exc:
+        log.error("not started: %s (hint: %s)", exc, exc.hint)
+        notifier.status(f"not started: {exc}")
+        return EXIT_CONFIG
     except ConfigError as exc:
         log.error("configuration refused: %s (hint: %s)", exc, exc.hint)
         notifier.status(f"configuration refused: {exc}")

@@ -28,7 +28,14 @@ from wipeagent.certify import certificate_filename
 from wipeagent.certs.pki import dev_trust_root
 from wipeagent.certs.verify import verify_certificate
 from wipeagent.clock import Clock
-from wipeagent.config import AgentConfig, AndroidConfig, IosConfig, PolicyConfig, StationConfig
+from wipeagent.config import (
+    AgentConfig,
+    AndroidConfig,
+    CertificateConfig,
+    IosConfig,
+    PolicyConfig,
+    StationConfig,
+)
 from wipeagent.session import SessionEvent, SessionResult
 from wipeagent.sources.usbmux import make_usbmux_source, slot_label
 from wipeagent.uplink.demo import DemoPlatform
@@ -131,6 +138,8 @@ def demo_config(state_dir: Path, usbmuxd: str = "") -> AgentConfig:
         # does TLS handshakes (simulator and client in one process) slowly.
         ios=IosConfig(usbmuxd=usbmuxd, pair_timeout_s=120, command_timeout_s=120,
                       reboot_timeout_s=600),
+        # A simulated bench signs under the auto-created development CA, on purpose.
+        certificates=CertificateConfig(allow_development_pki=True),
     )
 
 

@@ -8,6 +8,7 @@ import grp
 import io
 import json
 import os
+import socket
 import stat
 import tempfile
 from collections.abc import AsyncIterator
@@ -61,14 +62,30 @@ async def test_missing_group_is_not_fatal_and_stale_socket_is_replaced(tmp_path:
     async with served(tmp_path, group="no-such-group-wipeagent") as (server, _c, _b):
         path = server.socket_path
         assert stat.S_IMODE(path.stat().st_mode) == 0o660
-        # A second server on the same path (the first crashed and left its socket).
+        # A second server on the same path while the first listens: refused, and the
+        # first keeps its socket (closing the refused one must not delete it).
         again = ControlServer(server.bench, server.store, server.config, trust_roots=[])
-        await again.start()
+        with pytest.raises(ConfigError, match="in use by another agent"):
+            await again.start()
+        await again.close()
+        async with ControlClient(path, timeout_s=60) as other:
+            assert (await other.status())["policy"] == "confirm"
+    # A stale socket file (its agent was killed; nobody listens) is replaced.
+    path = tmp_path / "stale.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    assert path.exists()
+    async with Store(tmp_path / "j2.sqlite3") as store:
+        fresh = ControlServer(BenchState(Clock(50)), store, AgentConfig(), socket_path=path,
+                              trust_roots=[])
+        await fresh.start()
         try:
-            async with ControlClient(path, timeout_s=60) as other:
-                assert (await other.status())["policy"] == "confirm"
+            async with ControlClient(path, timeout_s=60) as client:
+                assert (await client.status())["slots"] == []
         finally:
-            await again.close()
+            await fresh.close()
+    assert not path.exists()
 
 
 async def test_refuses_a_socket_path_that_is_a_regular_file(tmp_path: Path) -> None:

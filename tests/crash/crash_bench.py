@@ -226,6 +226,8 @@ poll_interval_s = 4
 enabled = false
 [ios]
 enabled = false
+[certificates]
+allow_development_pki = true
 [control]
 socket = "{self.tmp / 'control.sock'}"
 """, encoding="utf-8")

@@ -183,6 +183,8 @@ poll_interval_s = 2
 enabled = false
 [ios]
 enabled = false
+[certificates]
+allow_development_pki = true
 [control]
 socket = "{sock}"
 group = ""
@@ -248,7 +250,7 @@ def test_service_notifies_reloads_and_stops(tmp_path: Path) -> None:
     agent = Agent(tmp_path, config)
     try:
         ready = agent.wait_for("READY", "1")
-        assert ready["STATUS"] == "idle; policy auto"
+        assert ready["STATUS"] == "idle; policy auto; DEVELOPMENT PKI"
         # Pings at half of WATCHDOG_USEC (0.2 s): several within a second.
         started = time.monotonic()
         for _ in range(3):

@@ -131,6 +131,8 @@ class BenchState:
         self.pending: dict[str, Confirmation] = {}
         self.operator: str | None = None
         self.signed_in_at: str | None = None
+        # Certificates are signed under a development CA (allow_development_pki).
+        self.development_pki = False
         self._changed = asyncio.Event()
 
     # -- inputs ---------------------------------------------------------------------------
@@ -297,6 +299,7 @@ class BenchState:
         return {
             "station_id": self.station_id,
             "policy": self.policy,
+            "development_pki": self.development_pki,
             "operator": self.operator,
             "signed_in_at": self.signed_in_at,
             "agent_attached": self.agent is not None,

@@ -61,8 +61,12 @@ def render_table(status: dict[str, Any]) -> Table:
     """The bench as a table. Every value is a Text: phone-supplied strings are never
     interpreted as terminal markup."""
     operator = status.get("operator") or "nobody signed in"
-    table = Table(title=Text(f"{status.get('station_id', '')}  policy "
-                             f"{status.get('policy', '')}  operator: {operator}"))
+    title = Text(f"{status.get('station_id', '')}  policy "
+                 f"{status.get('policy', '')}  operator: {operator}")
+    if status.get("development_pki"):
+        title.append("\nDEVELOPMENT PKI: certificates are not valid for production",
+                     style="bold red")
+    table = Table(title=title)
     for column in ("slot", "phone", "step", "progress", "detail", "outcome"):
         table.add_column(column)
     for slot in status.get("slots", []):

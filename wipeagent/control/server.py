@@ -69,6 +69,20 @@ def trust_roots_for(config: AgentConfig) -> list[x509.Certificate]:
     return []
 
 
+def _listening(path: Path) -> bool:
+    """Whether a process accepts connections on the unix socket at `path` (a stale socket
+    file left by a killed agent refuses them)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def _error(exc: WipeAgentError, status: int) -> web.Response:
     return web.json_response({"error": exc.code, "message": exc.message, "hint": exc.hint},
                              status=status)
@@ -159,6 +173,7 @@ class ControlServer:
                                                 thread_name_prefix="wipeagent-pdf")
         self._runner: web.AppRunner | None = None
         self._bound = False  # only a socket this server bound is removed at close
+        self._bound_inode: tuple[int, int] | None = None
         self.app = self._make_app()
 
     # -- life cycle ----------------------------------------------------------------------
@@ -192,11 +207,19 @@ class ControlServer:
             if not stat.S_ISSOCK(path.lstat().st_mode):
                 raise ConfigError(f"{path} exists and is not a socket",
                                   hint="choose another control.socket path")
+            if _listening(path):
+                # Another agent (with another state directory) answers there: taking the
+                # path over would leave it running and unreachable.
+                raise ConfigError(f"control socket {path} is in use by another agent",
+                                  hint="stop the other agent, or give this one its own "
+                                       "control.socket")
             path.unlink()  # a stale socket from a previous run
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(path))
             self._bound = True
+            st = path.lstat()
+            self._bound_inode = (st.st_dev, st.st_ino)
             os.chmod(path, SOCKET_MODE)
             if self.group:
                 try:
@@ -236,7 +259,9 @@ class ControlServer:
         if self._bound:
             self._bound = False
             with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(self.socket_path.lstat().st_mode):
+                st = self.socket_path.lstat()
+                # Only our own socket: never one another agent bound at this path since.
+                if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._bound_inode:
                     self.socket_path.unlink()
         self._pdf_executor.shutdown(wait=False, cancel_futures=True)
 

@@ -17,6 +17,7 @@ class BenchSummary:
     steps: dict[str, str] = field(default_factory=dict)  # slot -> latest step
     outcomes: Counter[str] = field(default_factory=Counter)
     note: str = ""  # e.g. "reload refused: ..." until the next good reload
+    development: bool = False  # signing under a development CA (allow_development_pki)
 
     def __call__(self, event: SessionEvent) -> None:
         if event.step == "done" and event.outcome is not None:
@@ -43,6 +44,8 @@ class BenchSummary:
             parts.append(f"done: {done}")
         if self.policy:
             parts.append(f"policy {self.policy}")
+        if self.development:
+            parts.append("DEVELOPMENT PKI")
         if self.note:
             parts.append(self.note)
         return "; ".join(parts)
