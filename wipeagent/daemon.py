@@ -35,6 +35,10 @@ from wipeagent.store import Store
 
 log = logging.getLogger(__name__)
 
+# Bench seconds before a failed phone source is started again (doubling up to the max).
+SOURCE_RESTART_MIN_S = 1.0
+SOURCE_RESTART_MAX_S = 60.0
+
 
 @dataclass
 class AgentSettings:
@@ -143,15 +147,36 @@ class Agent:
             self.leaving[event.key] = running.task
             running.task.cancel()
 
-    async def _consume(self, source: DeviceSource) -> None:
+    def _handle_safely(self, source: DeviceSource, event: SourceEvent) -> None:
         try:
-            async for event in source.events():
-                self.handle(event)
-        except WipeAgentError as exc:
-            # One way of finding phones failed (no netlink, usbmuxd gone for good ...);
-            # the other sources and the sessions in flight carry on.
-            log.error("phone source %s stopped: %s (%s)", source.name, exc, exc.hint)
-            self._emit(source.name, "notice", f"phone source stopped: {exc} ({exc.hint})")
+            self.handle(event)
+        except Exception:  # a bad event ends nothing but itself
+            log.exception("phone source %s: could not handle %r", source.name, event)
+
+    async def _consume(self, source: DeviceSource) -> None:
+        """Feed one source's events to `handle` for the life of the agent. A source that
+        fails unexpectedly (a bug, or input it did not anticipate) is logged and started
+        again after a back-off: it must not stop the agent nor any session in flight."""
+        backoff = SOURCE_RESTART_MIN_S
+        while True:
+            try:
+                async for event in source.events():
+                    self._handle_safely(source, event)
+                    backoff = SOURCE_RESTART_MIN_S
+                return
+            except WipeAgentError as exc:
+                # One way of finding phones failed for good (no netlink ...); the other
+                # sources and the sessions in flight carry on.
+                log.error("phone source %s stopped: %s (%s)", source.name, exc, exc.hint)
+                self._emit(source.name, "notice", f"phone source stopped: {exc} ({exc.hint})")
+                return
+            except Exception as exc:
+                log.exception("phone source %s failed; restarting it in %.0f s",
+                              source.name, backoff)
+                self._emit(source.name, "notice",
+                           f"phone source failed ({type(exc).__name__}); restarting it")
+            await self.clock.sleep(backoff)
+            backoff = min(backoff * 2, SOURCE_RESTART_MAX_S)
 
     async def run(self, *, until: Callable[[Agent], bool] | None = None
                   ) -> list[SessionResult]:
@@ -166,7 +191,7 @@ class Agent:
                     return self.results
                 for consumer in consumers:
                     if consumer.done():
-                        consumer.result()  # a bug in a source takes the agent down loudly
+                        consumer.result()  # _consume never raises but for cancellation
                 live = [c for c in consumers if not c.done()]
                 waiter = asyncio.create_task(self._finished.wait())
                 await asyncio.wait([waiter, *live], return_when=asyncio.FIRST_COMPLETED)

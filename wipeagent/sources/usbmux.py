@@ -219,7 +219,14 @@ class UsbmuxSource:
                             arrival = dataclasses.replace(arrival, present_at_start=True)
                         yield arrival
                     elif kind == "Detached":
-                        gone = attached.pop(message.get("DeviceID"), None)  # type: ignore[arg-type]
+                        device_id = message.get("DeviceID")
+                        if isinstance(device_id, bool) or not isinstance(device_id, int):
+                            # It names no phone we know: no session can be ended for it
+                            # (a phone really gone shows as gone to its own session).
+                            log.warning("[usbmuxd] ignoring a Detached message whose "
+                                        "DeviceID is not an integer: %.60r", device_id)
+                            continue
+                        gone = attached.pop(device_id, None)
                         if gone is not None:
                             yield PhoneDeparture(f"ios:{gone.udid}",
                                                  slot_label(gone.location, gone.udid))

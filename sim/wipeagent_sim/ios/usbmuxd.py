@@ -240,6 +240,13 @@ class FakeUsbmuxd:
         )
         return build_mux_packet(MUX_VERSION_BINARY, MUX_MSG_DEVICE_ADD, 0, record)
 
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Push one PLIST message to every Listen client as it is, whatever it says (tests
+        of a host's defences against a misbehaving usbmuxd, e.g. a malformed Detached)."""
+        for listener in list(self._listeners):
+            if listener.version == MUX_VERSION_PLIST:
+                listener.push(build_mux_plist(0, message))
+
     def _phone_by_device_id(self, device_id: int) -> SimIPhone | None:
         for udid, att in self._attached.items():
             if att.device_id == device_id:
