@@ -40,13 +40,13 @@ What it reports per round (the agent's figures are the agent process's alone):
   phones CPU     the same for the phones process
   RSS            peak resident memory of the agent process (its ru_maxrss)
   signs/phone    RSA signatures made by the agent (one per authenticated ADB connection)
-  TCP/phone      TCP connections the agent opened (probes and sessions)
+  TCP/phone      TCP connections the agent tried to open (probes and sessions)
   GC             share of the agent's CPU spent in garbage collection, and the longest one
   lag p99/max    how late a task sleeping 50 ms in a loop wakes in the agent process
   threads        the most threads alive at once in the agent process
 
-With BENCH_SESSIONS_PROFILE=FILE in the environment the agent process runs under cProfile
-and writes its statistics to FILE (a development aid: it slows the agent down).
+With BENCH_SESSIONS_PROFILE=FILE in the environment the agent's run is profiled with
+cProfile and the statistics written to FILE (a development aid: it slows the agent down).
 
 With --write, replaces the block between the `bench_sessions` markers in
 docs/benchmarks.md with the table and the command line and machine load. The script exits
@@ -65,6 +65,8 @@ import os
 import platform
 import re
 import resource
+import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -250,18 +252,20 @@ class Counters:
         from adb_shell.auth.sign_cryptography import CryptographySigner
 
         sign = CryptographySigner.Sign
-        open_connection = asyncio.open_connection
+        connect = socket.socket.connect
 
         def counted_sign(signer: Any, data: Any) -> Any:
             self.signs += 1
             return sign(signer, data)
 
-        async def counted_open(*args: Any, **kwargs: Any) -> Any:
+        def counted_connect(sock: socket.socket, address: Any) -> None:
+            # Every TCP connection attempt ends up here (asyncio's sock_connect and
+            # open_connection both call socket.connect first).
             self.tcp += 1
-            return await open_connection(*args, **kwargs)
+            connect(sock, address)
 
         CryptographySigner.Sign = counted_sign  # type: ignore[method-assign]
-        asyncio.open_connection = counted_open  # type: ignore[assignment]
+        socket.socket.connect = counted_connect  # type: ignore[method-assign]
 
 
 @dataclass
@@ -273,9 +277,8 @@ class Seen:
     done: float | None = None
 
 
-async def agent_main(speed: float, workdir: Path, limit_s: float) -> None:
+async def agent_main(speed: float, workdir: Path, limit_s: float, gc_variant: str) -> None:
     """The real agent over the phones' endpoints, until every phone finished a session."""
-    from wipeagent import runner
     from wipeagent.assemble import build_agent
     from wipeagent.clock import Clock
     from wipeagent.daemon import Agent
@@ -283,7 +286,10 @@ async def agent_main(speed: float, workdir: Path, limit_s: float) -> None:
     from wipeagent.sources import PhoneDeparture, SourceEvent
     from wipeagent_sim.demo import demo_config
 
-    logging.basicConfig(level=logging.ERROR)
+    # Warnings (a lost answer, a failed session) go to a file the conductor keeps when a
+    # round fails.
+    logging.basicConfig(level=logging.WARNING, filename=workdir / "agent.log",
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     counters = Counters()
     counters.install()
     reader = await _stdin_lines()
@@ -322,9 +328,13 @@ async def agent_main(speed: float, workdir: Path, limit_s: float) -> None:
         handle(event)
 
     agent.handle = counted_handle  # type: ignore[method-assign]
-    tune = getattr(runner, "tune_gc", None)
-    if tune is not None:
-        tune()
+    if gc_variant != "default":
+        # As `wipeagent run` does once started (wipeagent.service.gctune); a variant
+        # "a,b,c" sets those thresholds instead of the shipped ones (for comparisons).
+        from wipeagent.service.gctune import tune_gc
+
+        thresholds = [int(x) for x in gc_variant.split(",")] if "," in gc_variant else []
+        tune_gc(*thresholds)
     gc_timer = GcTimer()
     probe = LagProbe()
 
@@ -335,6 +345,13 @@ async def agent_main(speed: float, workdir: Path, limit_s: float) -> None:
     await _read_command(reader)  # go
     probe_task = asyncio.create_task(probe.run())
     gc.callbacks.append(gc_timer)
+    profile = os.environ.get("BENCH_SESSIONS_PROFILE")
+    profiler = None
+    if profile:  # cProfile of the agent's run (a development aid; slows the agent down)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     cpu0, t0 = _cpu(), time.monotonic()
     timed_out = False
     try:
@@ -344,6 +361,9 @@ async def agent_main(speed: float, workdir: Path, limit_s: float) -> None:
         timed_out = True
     finally:
         cpu, wall = _cpu() - cpu0, time.monotonic() - t0
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         gc.callbacks.remove(gc_timer)
         probe_task.cancel()
         await store.close()
@@ -376,6 +396,7 @@ async def agent_main(speed: float, workdir: Path, limit_s: float) -> None:
 class Round:
     """The figures of one round."""
 
+    gc: str  # "tuned" (as `wipeagent run`), "default" (CPython's), or thresholds "a,b,c"
     speed: float
     phones: int
     wall: float
@@ -451,12 +472,13 @@ class Child:
             await self.proc.wait()
 
 
-async def run_round(count: int, speed: float, limit_s: float, reboot_s: float) -> Round:
+async def run_round(count: int, speed: float, limit_s: float, reboot_s: float,
+                    gc_variant: str) -> Round:
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
         phones = await Child.start("_phones", str(count), str(speed), tmp)
         ready = await phones.receive(120)
         slots = {f"tcp:{p['address']}": p["serial"] for p in ready["ready"]}
-        agent = await Child.start("_agent", str(speed), tmp, str(limit_s))
+        agent = await Child.start("_agent", str(speed), tmp, str(limit_s), gc_variant)
         agent.send({"endpoints": [p["address"] for p in ready["ready"]]})
         await agent.receive(120)
         agent.send({"do": "go"})
@@ -470,8 +492,17 @@ async def run_round(count: int, speed: float, limit_s: float, reboot_s: float) -
         agent.send({"do": "stop"})
         await agent.finish()
         await phones.finish()
+        log = Path(tmp) / "agent.log"
+        kept = Path(tempfile.gettempdir()) / f"bench_sessions-agent-{os.getpid()}-{count}.log"
+        bad = (result["timed_out"] or result["pauses"] or result["false_departures"]
+               or len(result["first"]) < count
+               or any(v["outcome"] != "erased" for v in result["first"].values()))
+        if bad and log.exists():  # kept for the failure report
+            shutil.copy(log, kept)
     seen = result["seen"]
     ident, back, overhead = [], [], []
+    parts: dict[str, list[float]] = {"plug->ident": [], "ident->down": [], "down->up": [],
+                                     "up->re-ident": [], "re-ident->certified": []}
     for slot, serial in slots.items():
         s = seen.get(slot, {})
         if s.get("identified") is not None:
@@ -480,16 +511,20 @@ async def run_round(count: int, speed: float, limit_s: float, reboot_s: float) -
         downs = [t for t in report["down"].get(serial, []) if t > plugged]
         if s.get("returned") is not None and ups:
             back.append((s["returned"] - ups[0]) * speed)
-        if s.get("done") is not None and ups and downs:
+        if s.get("done") is not None and ups and downs and s.get("returned") is not None:
             own = (ups[0] - downs[0]) * speed + ERASE_TO_DOWN_S
             cycle = (s["done"] - plugged) * speed
             overhead.append(cycle / own - 1)
+            marks = [plugged, s["identified"], downs[0], ups[0], s["returned"], s["done"]]
+            for name, a, b in zip(parts, marks, marks[1:], strict=False):
+                parts[name].append((b - a) * speed)
     first = result["first"]
     failures = [f"{v['outcome']}: {v['reason']}" for v in first.values()
                 if v["outcome"] != "erased"]
     failures += [f"no finished session for {slot}" for slot in slots if slot not in first]
     return Round(
-        speed=speed, phones=count, wall=result["wall"], timed_out=result["timed_out"],
+        gc=gc_variant, speed=speed, phones=count, wall=result["wall"],
+        timed_out=result["timed_out"],
         sessions=sum(result["sessions"].values()),
         erased=sum(v["outcome"] == "erased" for v in first.values()), failures=failures,
         pauses=result["pauses"], false_departures=result["false_departures"],
@@ -498,10 +533,11 @@ async def run_round(count: int, speed: float, limit_s: float, reboot_s: float) -
         tcp=result["tcp"], gc_total=result["gc_total"], gc_longest=result["gc_longest"],
         gc_collections=result["gc_collections"], lag_p99=result["lag_p99"],
         lag_max=result["lag_max"], threads=result["threads"],
-        extra={"departures": result["departures"], "reboot_s": reboot_s})
+        extra={"departures": result["departures"], "reboot_s": reboot_s, "log": str(kept),
+               "parts": {k: statistics.median(v) for k, v in parts.items() if v}})
 
 
-HEADER = ("| speed | phones | sessions | wall s | erased 1st | pauses | false dep. "
+HEADER = ("| gc | speed | phones | sessions | wall s | erased 1st | pauses | false dep. "
           "| ident p50 s | ident p99 s | back p99 bench s | overhead | agent CPU s "
           "| agent CPU/cycle s | phones CPU s | agent RSS MB | signs/phone | TCP/phone "
           "| GC % of CPU | longest GC ms | lag p99 ms | lag max ms | threads |")
@@ -512,7 +548,7 @@ def table(rounds: list[Round]) -> str:
     for r in rounds:
         n = max(r.sessions, 1)
         lines.append(
-            f"| {r.speed:g} | {r.phones} | {r.sessions} | {r.wall:.1f}"
+            f"| {r.gc} | {r.speed:g} | {r.phones} | {r.sessions} | {r.wall:.1f}"
             f"{' (timeout)' if r.timed_out else ''} | {r.erased}/{r.phones} | {r.pauses} "
             f"| {r.false_departures} | {_pct(r.ident, 0.5):.2f} | {_pct(r.ident, 0.99):.2f} "
             f"| {_pct(r.back, 0.99):.2f} "
@@ -548,6 +584,16 @@ def _reboot_seconds() -> float:
     return float(match.group(1)) if match else float("nan")
 
 
+def report_round(r: Round) -> None:
+    print(f"gc {r.gc}, speed {r.speed:g}, {r.phones:>4} phones: {r.wall:6.1f} s wall, agent "
+          f"{r.agent_cpu:6.1f} s CPU, phones {r.phones_cpu:6.1f} s CPU, erased first "
+          f"{r.erased}/{r.phones}, pauses {r.pauses}, departures {r.extra['departures']} "
+          f"({r.false_departures} false), GC passes {r.gc_collections}",
+          file=sys.stderr, flush=True)
+    print("  cycle, median bench s: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in r.extra["parts"].items()), file=sys.stderr, flush=True)
+
+
 async def conductor(args: argparse.Namespace) -> int:
     try:
         counts = sorted({int(x) for x in args.phones.split(",") if x.strip()})
@@ -559,16 +605,14 @@ async def conductor(args: argparse.Namespace) -> int:
     load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     reboot = _reboot_seconds()
     rounds: list[Round] = []
+    variants = [v.strip() for v in args.gc.split(";") if v.strip()]
     for speed in speeds:
         for count in counts:
             for _ in range(args.rounds):
-                r = await run_round(count, speed, args.timeout, reboot)
-                rounds.append(r)
-                print(f"speed {speed:g}, {count:>4} phones: {r.wall:6.1f} s wall, agent "
-                      f"{r.agent_cpu:6.1f} s CPU, phones {r.phones_cpu:6.1f} s CPU, "
-                      f"erased first {r.erased}/{count}, pauses {r.pauses}, "
-                      f"departures {r.extra['departures']} ({r.false_departures} false)",
-                      file=sys.stderr, flush=True)
+                for variant in variants:
+                    r = await run_round(count, speed, args.timeout, reboot, variant)
+                    rounds.append(r)
+                    report_round(r)
     text = table(rounds)
     print(text)
     failed = [r for r in rounds if not r.ok]
@@ -578,6 +622,7 @@ async def conductor(args: argparse.Namespace) -> int:
               f"{r.false_departures}", file=sys.stderr)
         for reason in sorted(set(r.failures))[:5]:
             print(f"  {reason[:200]}", file=sys.stderr)
+        print(f"  the agent's warnings: {r.extra['log']}", file=sys.stderr)
     if args.write:
         command = "scripts/bench_sessions.py " + " ".join(sys.argv[1:])
         write_docs(f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine(load_before)}, "
@@ -593,14 +638,7 @@ def main() -> int:
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "_agent":
         speed, workdir, timeout = float(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
-        profile = os.environ.get("BENCH_SESSIONS_PROFILE")
-        if profile:  # cProfile of the agent process (a development aid; slows it down)
-            import cProfile
-
-            cProfile.runctx("asyncio.run(agent_main(speed, workdir, timeout))", globals(),
-                            locals(), profile)
-        else:
-            asyncio.run(agent_main(speed, workdir, timeout))
+        asyncio.run(agent_main(speed, workdir, timeout, sys.argv[5]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--phones", default="8,64",
@@ -609,6 +647,10 @@ def main() -> int:
                         help="clock speed factor(s), comma-separated; every phone count runs "
                              "at each (default 20)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds per phone count")
+    parser.add_argument("--gc", default="tuned",
+                        help="garbage collection variants run side by side, ';'-separated: "
+                             "tuned (as `wipeagent run`), default (CPython's), or young,"
+                             "middle,old thresholds after gc.freeze (default: tuned)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="real seconds a round may take before it counts as failed")
     parser.add_argument("--write", action="store_true",

@@ -79,6 +79,7 @@ def android_settings(config: AgentConfig) -> AndroidDriverSettings:
         reboot_timeout_s=a.reboot_timeout_s,
         manual_reset_timeout_s=a.manual_reset_timeout_s,
         poll_interval_s=a.poll_interval_s,
+        probe_interval_s=a.probe_interval_s,
     )
 
 
@@ -128,7 +129,9 @@ async def build_agent(
         for a in (*config.android.endpoints, *(extra_endpoints or []))
     ]
     tcp = TcpEndpointSource(endpoints, clock, config.android.poll_interval_s,
-                            connect_timeout_s=config.android.connect_timeout_s)
+                            connect_timeout_s=config.android.connect_timeout_s,
+                            probe_interval_s=config.android.probe_interval_s,
+                            departure_probes=config.android.departure_probes)
     sources: list[DeviceSource] = [tcp, *(extra_sources or [])]
     if usb and config.usb.enabled:
         from wipeagent.sources.usb import make_usb_source
@@ -163,5 +166,5 @@ async def build_agent(
         gate=gate,
         observer=observer,
     )
-    tcp.busy = lambda key: key in agent.running
+    tcp.session_driver = agent.driver_for
     return agent, store, certifier

@@ -51,8 +51,15 @@ class AndroidConfig(_Section):
     # technician has for a guided manual reset (reset, setup, re-enable USB debugging).
     reboot_timeout_s: float = Field(default=600.0, gt=0, le=7200)
     manual_reset_timeout_s: float = Field(default=1800.0, gt=0, le=86400)
-    # Bench seconds between attempts to reach a phone that is rebooting / absent.
+    # Bench seconds between presence checks of a phone that is on the bench (a finished
+    # phone left plugged in, a session waiting for the technician).
     poll_interval_s: float = Field(default=2.0, gt=0, le=60)
+    # Bench seconds between looks for a phone that is not there yet: an empty TCP
+    # endpoint (a bare ADB CNXN, no key used) and a phone expected back from its reset.
+    probe_interval_s: float = Field(default=0.5, gt=0, le=60)
+    # Failed presence checks in a row (a poll interval apart) before a TCP phone counts as
+    # gone: one late answer on a busy agent is not.
+    departure_probes: int = Field(default=3, ge=1, le=100)
 
 
 class UsbConfig(_Section):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from wipeagent.clock import Clock
 from wipeagent.errors import WipeAgentError
 from wipeagent.models import StationInfo
-from wipeagent.platforms.base import ErasePolicy
+from wipeagent.platforms.base import ErasePolicy, PlatformDriver
 from wipeagent.session import (
     Certifier,
     DeviceSession,
@@ -74,6 +74,7 @@ class Agent:
     # Sessions that ended in any way (a crashed session has no result but counts here).
     completed: int = 0
     _finished: asyncio.Event = field(default_factory=asyncio.Event)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
 
     def _emit(self, slot: str, step: str, message: str) -> None:
         if self.observer is not None:
@@ -83,7 +84,7 @@ class Agent:
         return DeviceSession(
             present_at_start=arrival.present_at_start,
             slot=arrival.slot,
-            driver=arrival.make_driver(),
+            driver=arrival.driver or arrival.make_driver(),
             store=self.store,
             certifier=self.certifier,
             station=self.settings.station,
@@ -131,7 +132,11 @@ class Agent:
             self._emit(event.slot, "notice", f"{event.message} {event.hint}".strip())
         elif isinstance(event, PhoneArrival):
             if event.key in self.running:
-                return  # coming back from a reset, or a duplicate event
+                # Coming back from a reset, or a duplicate event: the session has its own
+                # connection, so a handed-over one is closed.
+                if event.driver is not None:
+                    self._close_later(event.driver)
+                return
             session = self._session(event)
             task = asyncio.get_running_loop().create_task(
                 self._run_one(event.key, session, self.leaving.get(event.key)),
@@ -146,6 +151,16 @@ class Agent:
             del self.running[event.key]
             self.leaving[event.key] = running.task
             running.task.cancel()
+
+    def _close_later(self, driver: PlatformDriver) -> None:
+        task = asyncio.get_running_loop().create_task(driver.close(), name="close driver")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def driver_for(self, key: str) -> PlatformDriver | None:
+        """The driver of the session running for `key` (sources watch its connection)."""
+        running = self.running.get(key)
+        return running.session.driver if running is not None else None
 
     def _handle_safely(self, source: DeviceSource, event: SourceEvent) -> None:
         try:
@@ -201,4 +216,4 @@ class Agent:
                        + list(self.leaving.values()))
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending, *self._closing, return_exceptions=True)

@@ -56,6 +56,7 @@ from wipeagent.daemon import Agent
 from wipeagent.errors import ConfigError, StoreError, WipeAgentError
 from wipeagent.models import DeviceIdentity, ErasePlan
 from wipeagent.platforms.base import ErasePolicy
+from wipeagent.service.gctune import tune_gc
 from wipeagent.service.logs import EventLogger, setup_logging
 from wipeagent.service.notify import Notifier, watchdog_interval
 from wipeagent.service.preflight import (
@@ -460,6 +461,8 @@ class Service:
                      f", watchdog every {interval:.1f} s" if interval else "",
                      ", DEVELOPMENT PKI" if certifier.development else "")
             self._last_status = self.summary.line()
+            # Start-up is over: what it made lives as long as the process.
+            tune_gc()
             self.notifier.ready(status=self._last_status)
             stopper = loop.create_task(self._stop.wait())
             try:

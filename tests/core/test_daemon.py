@@ -97,3 +97,38 @@ async def test_departure_during_reboot_is_ignored(tmp_path: Path) -> None:
         (result,) = await asyncio.wait_for(runner, 10)
     assert result.outcome is Outcome.ERASED
     assert agent.completed == 1  # no second session was started for the re-arrival
+
+
+async def test_a_handed_over_connection_is_used_or_closed(tmp_path: Path) -> None:
+    release, entered = asyncio.Event(), asyncio.Event()
+    handed = SlowDiagnose(release, entered)
+    duplicate = ScriptedDriver()
+    made: list[ScriptedDriver] = []
+
+    def make() -> ScriptedDriver:
+        made.append(ScriptedDriver())
+        return made[-1]
+
+    async with Store(tmp_path / "j.sqlite3") as store:
+        source = QueueSource()
+        agent = Agent(sources=[source], store=store, certifier=CountingCertifier(store),
+                      settings=AgentSettings(StationInfo(station_id="st"), ErasePolicy()),
+                      clock=Clock(1000))
+        runner = asyncio.create_task(agent.run(until=lambda a: len(a.results) >= 1))
+        # The source proved the phone there with a connected driver: the session uses it.
+        source.queue.put_nowait(PhoneArrival("SER123", "slot-1", make, driver=handed))
+        await asyncio.wait_for(entered.wait(), 10)
+        assert agent.driver_for("SER123") is handed
+        # A second arrival for the running phone: its connection is closed, not leaked.
+        source.queue.put_nowait(PhoneArrival("SER123", "slot-1", make, driver=duplicate))
+        for _ in range(100):
+            if "close" in duplicate.calls:
+                break
+            await asyncio.sleep(0.01)
+        release.set()
+        (result,) = await asyncio.wait_for(runner, 10)
+    assert result.outcome is Outcome.ERASED
+    assert made == []  # no driver was made: the handed one served the session
+    assert duplicate.calls == ["close"]
+    assert "identify" in handed.calls and handed.calls[-1] == "close"
+    assert agent.driver_for("SER123") is None

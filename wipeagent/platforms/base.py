@@ -8,7 +8,7 @@ transport connection they are given, and raise only `wipeagent.errors` types.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wipeagent.models import (
     Canary,
@@ -82,4 +82,15 @@ class PlatformDriver(Protocol):
 
     async def close(self) -> None:
         """Release the connection. Never raises."""
+        ...
+
+
+@runtime_checkable
+class PresenceWatch(Protocol):
+    """A driver that can tell, through its own connection, whether its phone is still
+    there (sources without hotplug events watch a phone in a session this way)."""
+
+    async def answers(self) -> bool | None:
+        """True: it answers; False: one failed check (evidence, not proof); None: no
+        verdict now."""
         ...

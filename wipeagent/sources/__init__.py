@@ -30,6 +30,10 @@ class PhoneArrival:
     # Already plugged in when the source started (coldplug). Such a phone whose last
     # session ended with a certificate is not processed again until it is re-plugged.
     present_at_start: bool = False
+    # A driver already connected (and authenticated) to the phone: the connection the
+    # source proved the phone's presence with, handed to the session so that an arrival
+    # connects and signs once, not twice. The Agent closes it when it starts no session.
+    driver: PlatformDriver | None = None
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import struct
 import tempfile
@@ -387,6 +389,12 @@ class _GuardedTcpTransport(_PacketGuard, TcpTransportAsync):  # type: ignore[mis
         self._inspect(data)
         return data
 
+    async def bulk_write(self, data: bytes, transport_timeout_s: float | None) -> int:
+        if self._writer is None:  # adb-shell would fail with an AttributeError
+            raise DeviceGone("the ADB connection is closed")
+        sent: int = await super().bulk_write(data, transport_timeout_s)
+        return sent
+
 
 class UsbInterfaceBusy(DeviceError):
     """Another program (usually an `adb` server) holds the phone's ADB interface."""
@@ -704,6 +712,9 @@ class AdbConnection:
         self._lock = asyncio.Lock()
         self._closed = False
         self.features = parse_banner_features(banner)
+        # Bench time the last operation on this connection succeeded: a connection that
+        # just carried a command needs no presence check (AndroidDriver.answers).
+        self._last_ok = clock.monotonic()
 
     def banner_features(self) -> frozenset[str]:
         """The features the phone advertised in its CNXN banner (e.g. shell_v2)."""
@@ -714,14 +725,29 @@ class AdbConnection:
         """True once the connection was closed (by us or after an error)."""
         return self._closed
 
+    @property
+    def in_use(self) -> bool:
+        """True while a command runs on this connection."""
+        return self._lock.locked()
+
+    @property
+    def idle_s(self) -> float:
+        """Bench seconds since an operation on this connection last succeeded."""
+        return self._clock.monotonic() - self._last_ok
+
     @asynccontextmanager
     async def _operation(self, what: str, timeout_s: float) -> AsyncIterator[None]:
         if self._closed:
             raise DeviceGone(f"{what}: the ADB connection is closed", hint="reconnect")
         async with self._lock:
+            if self._closed:
+                # Closed by the operation this one waited for (a timeout aborts the
+                # connection): adb-shell would write to a closed transport.
+                raise DeviceGone(f"{what}: the ADB connection is closed", hint="reconnect")
             try:
                 async with self._clock.timeout(timeout_s):
                     yield
+                self._last_ok = self._clock.monotonic()
             except asyncio.CancelledError:
                 await self._abort()
                 raise
@@ -837,25 +863,51 @@ def parse_banner_features(banner: bytes) -> frozenset[str]:
     return frozenset()
 
 
+_HELLO = b"host::\0"
+_CNXN_PING = AdbMessage(adb_constants.CNXN, adb_constants.VERSION, adb_constants.MAX_ADB_DATA,
+                        _HELLO).pack() + _HELLO
+
+
 async def adb_answers(endpoint: AdbEndpoint, clock: Clock, *, timeout_s: float) -> bool:
     """Does an ADB daemon answer at this TCP endpoint? Sends CNXN and waits for the first
     packet header (AUTH or CNXN) and nothing more: no key is used, nothing runs on the
-    phone. A cheap presence check for an endpoint whose phone is busy in a session."""
-    hello = b"host::\0"
-    message = AdbMessage(adb_constants.CNXN, adb_constants.VERSION,
-                         adb_constants.MAX_ADB_DATA, hello)
+    phone. A cheap presence check for an endpoint whose phone is not connected.
+
+    Made on a bare non-blocking socket (no stream objects): the agent runs it several
+    times a second per phone it is waiting for, and a refused connect (a phone rebooting
+    or unplugged) then costs a few system calls."""
+    loop = asyncio.get_running_loop()
     try:
-        async with clock.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
-            try:
-                writer.write(message.pack() + hello)
-                await writer.drain()
-                header = await reader.readexactly(24)
-            finally:
-                writer.close()
-    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        family = socket.AF_INET6 if ipaddress.ip_address(endpoint.host).version == 6 \
+            else socket.AF_INET
+        address: Any = (endpoint.host, endpoint.port)
+    except ValueError:  # a host name: resolve it (in asyncio's executor)
+        try:
+            infos = await loop.getaddrinfo(endpoint.host, endpoint.port,
+                                           type=socket.SOCK_STREAM)
+        except OSError:
+            return False
+        family, _kind, _proto, _name, address = infos[0]
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
         return False
-    command, *_rest, magic = _HEADER.unpack(header)
+    header = bytearray()
+    try:
+        sock.setblocking(False)
+        async with clock.timeout(timeout_s):
+            await loop.sock_connect(sock, address)
+            await loop.sock_sendall(sock, _CNXN_PING)
+            while len(header) < 24:
+                chunk = await loop.sock_recv(sock, 24 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        sock.close()
+    command, *_rest, magic = _HEADER.unpack(bytes(header))
     wire = adb_constants.WIRE_TO_ID.get(command)
     return wire in (adb_constants.AUTH, adb_constants.CNXN) and magic == command ^ 0xFFFFFFFF
 

@@ -22,6 +22,7 @@ from wipeagent.models import (
     CheckKind,
     CheckResult,
     CheckStatus,
+    DeviceIdentity,
     EncryptionType,
     ErasePlan,
     NistCategory,
@@ -217,6 +218,54 @@ async def test_await_return_times_out(sim_factory: SimFactory) -> None:
                          category=NistCategory.PURGE, return_timeout_s=30)
         with pytest.raises(DeviceTimeout, match="did not restart and come back"):
             await sim.driver.await_return(expected, plan)
+
+
+async def test_await_return_looks_cheaply_and_connects_once(
+        sim_factory: SimFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the phone reboots the driver looks at a fixed short interval (no back-off)
+    with bare CNXNs (no key used); it makes one authenticated connection, once the phone
+    is back, and watches the phone itself meanwhile (no verdict for a source)."""
+    async with sim_factory("pixel8-clean") as sim:
+        ident = await sim.driver.identify()
+        _, plan = sim.driver.plan_erase(ident, await sim.driver.diagnose(ident),
+                                        ErasePolicy())
+        assert isinstance(plan, ErasePlan)
+        await sim.driver.plant_canary()
+        signer = sim.driver.key.signer
+        sign = signer.Sign
+        signs = 0
+
+        def counted(data: bytes) -> bytes:
+            nonlocal signs
+            signs += 1
+            return sign(data)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(signer, "Sign", counted)
+        clock_sleep = sim.clock.sleep
+        slept: list[float] = []
+        waiting: asyncio.Task[DeviceIdentity] | None = None
+
+        async def sleep(seconds: float) -> None:
+            if asyncio.current_task() is waiting:  # the driver's, not the phone's
+                slept.append(seconds)
+            await clock_sleep(seconds)
+
+        monkeypatch.setattr(sim.driver.clock, "sleep", sleep)
+        offline = asyncio.Event()
+        sim.server.power_listeners.append(lambda online: None if online else offline.set())
+        await sim.driver.start_erase(plan)
+        waiting = asyncio.create_task(sim.driver.await_return(ident, plan))
+        await asyncio.wait_for(offline.wait(), 30)
+        assert await sim.driver.answers() is None  # in its erase reboot: the driver watches
+        back = await waiting
+        assert back.serial == ident.serial
+        assert sim.phone.counters.power_cycles == 1
+        assert signs == 1
+        # Many looks during the 45 s reboot, none of them further apart than the probe
+        # interval (a back-off growing to 16 s made the phone wait for the agent).
+        assert len(slept) > 45 / SETTINGS.probe_interval_s / 2
+        assert max(slept) <= SETTINGS.probe_interval_s
+        assert await sim.driver.answers() is True  # its connection just carried commands
 
 
 @pytest.mark.parametrize("info", [i for i in list_profiles() if i.demo], ids=lambda i: i.name)

@@ -57,9 +57,11 @@ from wipeagent.platforms.android.parse import (
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.transports.adb import (
     AdbConnection,
+    AdbEndpoint,
     AdbHostKey,
     AnyAdbEndpoint,
     ShellOutput,
+    adb_answers,
     connect_adb,
 )
 
@@ -80,6 +82,9 @@ class AndroidDriverSettings:
     reboot_timeout_s: float = 600.0
     manual_reset_timeout_s: float = 1800.0
     poll_interval_s: float = 2.0
+    # How often a phone expected back from its reset is looked for (a bare CNXN on TCP,
+    # a lookup by serial on USB): fixed and short, so the agent adds little to the cycle.
+    probe_interval_s: float = 0.5
 
 
 AndroidSettings = AndroidDriverSettings  # alias: both names are in use
@@ -185,6 +190,8 @@ class AndroidDriver:
         self.settings = settings or AndroidDriverSettings()
         self._conn: AdbConnection | None = None
         self._props: Props | None = None
+        # True from the erase until the phone is back: await_return watches the phone then.
+        self._awaiting_return = False
 
     # ---------------------------------------------------------------- plumbing
 
@@ -223,6 +230,43 @@ class AndroidDriver:
         """Reach the phone and authenticate (idempotent). DeviceGone / DeviceTimeout when
         nothing answers, NotAuthorised while the phone has not accepted this bench."""
         await self._connection()
+
+    async def _reachable(self, timeout_s: float) -> bool | None:
+        """A bare CNXN to a TCP endpoint (no key, nothing runs on the phone); None on USB,
+        where only a connect can tell."""
+        if isinstance(self.endpoint, AdbEndpoint):
+            return await adb_answers(self.endpoint, self.clock, timeout_s=timeout_s)
+        return None
+
+    async def answers(self) -> bool | None:
+        """Is the phone still there, judged on this session's own connection?
+
+        True: a command succeeded on it within the poll interval, one is running now, or
+        a keep-alive echo answered. False: the connection broke (the echo failed, or the
+        connection is already gone and the endpoint no longer answers a bare CNXN) — one
+        piece of evidence; the source wants several in a row before it calls the phone
+        gone. None: no verdict (no connection yet, or the phone is in its erase reboot,
+        which await_return watches itself). Never opens a second authenticated connection.
+        """
+        conn = self._conn
+        if self._awaiting_return or conn is None:
+            return None
+        if not conn.closed:
+            if conn.in_use or conn.idle_s < self.settings.poll_interval_s:
+                return True
+            try:
+                # The session's own command bound: an echo slower than that means the
+                # connection is dead for the session too; a shorter one would abort a
+                # healthy connection whenever the agent is busy.
+                await conn.shell(cmd.ALIVE, timeout_s=self.settings.command_timeout_s,
+                                 max_output_bytes=4096)
+            except (DeviceGone, DeviceTimeout):
+                return False
+            except DeviceError:
+                return None
+            return True
+        # The session's connection is gone; is anything still listening where it was?
+        return await self._reachable(self.settings.connect_timeout_s)
 
     # ---------------------------------------------------------------- identify
 
@@ -386,8 +430,21 @@ class AndroidDriver:
 
     async def await_return(self, expected: DeviceIdentity, plan: ErasePlan) -> DeviceIdentity:
         """Wait until the phone went away and answers again, then check its identity
-        before anything else runs (IdentityMismatch lists the differing fields)."""
+        before anything else runs (IdentityMismatch lists the differing fields).
+
+        The phone is looked for every `probe_interval_s` (fixed, no back-off): on TCP a
+        bare CNXN first and a full connect only once something answers, on USB a connect
+        (found by serial). A reset takes tens of seconds; a back-off growing to 16 s made
+        the agent add a quarter to every cycle (docs/benchmarks.md)."""
+        self._awaiting_return = True
+        try:
+            return await self._await_return(expected, plan)
+        finally:
+            self._awaiting_return = False
+
+    async def _await_return(self, expected: DeviceIdentity, plan: ErasePlan) -> DeviceIdentity:
         deadline = self.clock.monotonic() + plan.return_timeout_s
+        probe = self.settings.probe_interval_s
 
         def remaining() -> float:
             left = deadline - self.clock.monotonic()
@@ -409,29 +466,29 @@ class AndroidDriver:
                 except (DeviceGone, DeviceTimeout) as exc:
                     log.info("%s went away (%s)", self._tag(), type(exc).__name__)
                     break
-                await self.clock.sleep(min(self.settings.poll_interval_s, remaining()))
+                await self.clock.sleep(min(probe, remaining()))
             await conn.close()
         self._conn = None
         self._props = None
 
-        # 2. Poll-connect with back-off until it answers and has authorised us.
-        delay = self.settings.poll_interval_s
+        # 2. Look for it at a short fixed interval until it answers and has authorised us.
         while True:
             left = remaining()
-            try:
-                self._conn = await connect_adb(
-                    self.endpoint, self.key, self.clock,
-                    connect_timeout_s=min(self.settings.connect_timeout_s, left),
-                    auth_timeout_s=min(self.settings.auth_timeout_s, left),
-                )
-                break
-            except NotAuthorised:
-                # Expected after a manual reset until the person taps Allow.
-                log.info("%s back, waiting for Allow USB debugging", self._tag())
-            except (DeviceGone, DeviceTimeout) as exc:
-                log.debug("%s not back yet: %s", self._tag(), exc)
-            await self.clock.sleep(min(delay, remaining()))
-            delay = min(delay * 1.5, self.settings.poll_interval_s * 8)
+            reachable = await self._reachable(min(self.settings.connect_timeout_s, left))
+            if reachable is not False:
+                try:
+                    self._conn = await connect_adb(
+                        self.endpoint, self.key, self.clock,
+                        connect_timeout_s=min(self.settings.connect_timeout_s, left),
+                        auth_timeout_s=min(self.settings.auth_timeout_s, left),
+                    )
+                    break
+                except NotAuthorised:
+                    # Expected after a manual reset until the person taps Allow.
+                    log.info("%s back, waiting for Allow USB debugging", self._tag())
+                except (DeviceGone, DeviceTimeout) as exc:
+                    log.debug("%s not back yet: %s", self._tag(), exc)
+            await self.clock.sleep(min(probe, remaining()))
 
         # 3. Identity first.
         found = await self.identify()
