@@ -19,12 +19,13 @@ def test_bench_sessions_runs_two_phones_and_prints_a_table() -> None:
         capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     header, rule, row = proc.stdout.strip().splitlines()[-3:]
-    assert header.startswith("| speed | phones | sessions |"), proc.stdout
+    assert header.startswith("| gc | speed | phones | sessions |"), proc.stdout
     assert set(rule) <= set("|-: "), rule
     names = [c.strip() for c in header.strip("|").split("|")]
     cells = dict(zip(names, (c.strip() for c in row.strip("|").split("|")), strict=True))
     assert len(names) == rule.count("|") - 1, (header, rule)
-    assert (cells["speed"], cells["phones"], cells["sessions"]) == ("20", "2", "2"), row
+    assert (cells["gc"], cells["speed"], cells["phones"], cells["sessions"]) == (
+        "tuned", "20", "2", "2"), row
     assert cells["erased 1st"] == "2/2", row  # both phones erased by their first session
     assert cells["pauses"] == "0" and cells["false dep."] == "0", row
     # Counted in the agent's process only: it made at least one authenticated connection
