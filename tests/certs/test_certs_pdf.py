@@ -168,7 +168,7 @@ def test_render_refuses_unverified_payload() -> None:
 
 def test_qr_is_a_link_to_the_verification_page_and_the_footer_says_so(
         tmp_path: Path) -> None:
-    signer = pki.ensure_dev_pki(tmp_path / "pki")
+    signer = pki.ensure_dev_pki(tmp_path / "pki", station_id="bench-01")
     issued = issue_certificate(fx.not_erased_record(), signer, sequence=1,
                                previous_hash=None, development=True,
                                verification_url="https://platform.example/verify")

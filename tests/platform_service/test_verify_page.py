@@ -241,11 +241,8 @@ async def test_saved_files_offline_agree_with_the_verifier(site: PageSite,
             if got != want:
                 disagreements.append((name, want, got))
         await context.set_offline(False)
-    # The page refuses high-S ES256 signatures (issue 10); until the agent's signer emits
-    # only low-S ones, a committed ES256 certificate may have a high S that `verify` still
-    # accepts. Any other disagreement is a bug in one of the two verifiers.
-    known = {(n, "ok", "signature_not_canonical") for n in names if "es256" in n}
-    assert [d for d in disagreements if d not in known] == []
+    # Any disagreement is a bug in one of the two verifiers (both refuse high-S ES256).
+    assert disagreements == []
     for name in ("flipped-payload-byte.jws", "wrong-ca.jws", "expired-station-cert.jws",
                  "valid-v2-ed25519.jws"):
         assert name in names

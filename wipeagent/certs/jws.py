@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ __all__ = ["b64url"]
 from wipeagent.errors import CertificateError
 
 TYP = "wipeagent-cert+jws"
+# An RFC 7638 SHA-256 thumbprint, base64url without padding: always 43 characters.
+_KID = re.compile(r"[A-Za-z0-9_-]{43}")
 HEADER_MEMBERS = frozenset({"alg", "typ", "kid", "x5c"})
 MAX_CERTIFICATE_BYTES = 512 * 1024
 MAX_CHAIN = 4
@@ -149,8 +152,8 @@ def _parse_header(protected_b64: Any) -> _Header:
     if header.get("typ") != TYP:
         raise CertificateError("bad_header", f"typ must be {TYP!r}")
     kid = header.get("kid")
-    if not isinstance(kid, str) or not 1 <= len(kid) <= 128:
-        raise CertificateError("bad_header", "kid missing or not a short string")
+    if not isinstance(kid, str) or _KID.fullmatch(kid) is None:
+        raise CertificateError("bad_header", "kid is not a SHA-256 JWK thumbprint (43 base64url)")
     x5c = header.get("x5c")
     if not isinstance(x5c, list) or not 1 <= len(x5c) <= MAX_CHAIN:
         raise CertificateError("bad_header", f"x5c must list 1 to {MAX_CHAIN} certificates")

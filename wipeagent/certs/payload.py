@@ -56,9 +56,27 @@ LOCK_WORDS: dict[str, tuple[str, ...]] = {
 LOCK_PLATFORM = {"activation_lock": Platform.IOS, "google_frp": Platform.ANDROID}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _require_aware(moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise CertificateError(
+            "inconsistent_record", f"naive datetime {moment!r} in the session record",
+            hint="record every time as an aware UTC datetime (Clock.now())",
+        )
+
+
+def unix_ms(at: datetime) -> int:
+    """Milliseconds since 1970 of an aware datetime, in exact integer arithmetic."""
+    _require_aware(at)
+    delta = at - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
 def uuid7(at: datetime) -> str:
     """A UUIDv7 (RFC 9562 section 5.7) whose timestamp is `at` (ms), the rest random."""
-    ms = int(at.timestamp() * 1000) & ((1 << 48) - 1)
+    ms = unix_ms(at) & ((1 << 48) - 1)
     rand = int.from_bytes(os.urandom(10), "big")
     rand_a = rand >> 68  # 12 bits
     rand_b = rand & ((1 << 62) - 1)
@@ -73,11 +91,7 @@ def uuid7_time(value: str) -> float:
 
 def rfc3339(moment: datetime) -> str:
     """UTC time as RFC 3339 with a Z; a naive datetime is a caller bug and refused."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise CertificateError(
-            "inconsistent_record", f"naive datetime {moment!r} in the session record",
-            hint="record every time as an aware UTC datetime (Clock.now())",
-        )
+    _require_aware(moment)
     text = moment.astimezone(UTC).isoformat(timespec="microseconds")
     # Drop an all-zero fraction so whole seconds read naturally.
     return text.replace(".000000+00:00", "Z").replace("+00:00", "Z")
@@ -370,9 +384,8 @@ def check_consistency(payload: dict[str, Any]) -> None:
         problems.append("sanitization ended before it started")
     if session_end < session_start:
         problems.append("the session ended before it started")
-    if (uuid.UUID(payload["certificate_id"]).int >> 80) != (
-        int(issued_at.timestamp() * 1000) & ((1 << 48) - 1)
-    ):
+    # Within a millisecond: agents before 0.2 computed the id's time in floating point.
+    if abs((uuid.UUID(payload["certificate_id"]).int >> 80) - unix_ms(issued_at)) > 1:
         problems.append("certificate_id does not carry issued_at (UUIDv7 time)")
     diagnostics = payload["diagnostics"]
     if diagnostics["summary"] != _summary(diagnostics["checks"]):

@@ -330,7 +330,6 @@ class Verifier:
                     "chain_order" if upside_down else "chain_broken",
                     "x5c certificates do not chain leaf first",
                 )
-            _check_ca_usage(parent)
         last = certs[-1]
         last_der = ders[-1]
         anchor: x509.Certificate | None = None

@@ -201,11 +201,19 @@ async function issuedBy(cert, issuer) {
   }
 }
 
+const ANY_EKU = "2.5.29.37.0";
+
 function checkCaUsage(cert) {
   if (!isCa(cert)) fail("key_usage", "an issuing certificate is not a CA");
+  // RFC 5280 4.2.1.3: a CA certificate MUST carry keyUsage; it must allow keyCertSign.
   const ku = cert.getExtension(x509.KeyUsagesExtension);
-  if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
+  if (!ku || !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
     fail("key_usage", "an issuing certificate lacks keyCertSign");
+  }
+  // An EKU on a CA restricts what it may certify.
+  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
+  if (eku && !eku.usages.includes(EKU_DOCUMENT_SIGNING) && !eku.usages.includes(ANY_EKU)) {
+    fail("key_usage", "an issuing CA may not certify document signing");
   }
 }
 
@@ -215,6 +223,9 @@ function checkLeafUsage(leaf) {
   if (!ku || !eku) fail("key_usage", "station certificate lacks KU or EKU");
   if (!(ku.usages & x509.KeyUsageFlags.digitalSignature)) {
     fail("key_usage", "station certificate lacks digitalSignature");
+  }
+  if (ku.usages & (x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign)) {
+    fail("key_usage", "station certificate may sign certificates");
   }
   if (!eku.usages.includes(EKU_DOCUMENT_SIGNING)) {
     fail("key_usage", "station certificate lacks id-kp-documentSigning");
@@ -291,14 +302,12 @@ async function buildChain(ders, roots) {
       const upsideDown = await issuedBy(parent, child);
       fail(upsideDown ? "chain_order" : "chain_broken", "x5c certificates do not chain leaf first");
     }
-    checkCaUsage(parent);
   }
   const last = certs[certs.length - 1];
   let anchor = roots.find((r) => sameBytes(r.cert.rawData, last.rawData));
   if (!anchor) {
     for (const root of roots) {
       if (await issuedBy(last, root.cert)) {
-        checkCaUsage(root.cert);
         anchor = root;
         break;
       }
@@ -344,6 +353,57 @@ async function checkSignature(parsed, leaf, alg) {
 
 // -- the payload -----------------------------------------------------------------
 
+// As wipeagent/outcome.py and wipeagent/certs/payload.py (docs/certificate.md).
+const MANUAL_RESET_EXCEPTION =
+  "manual reset: the technician performed the factory reset under the agent's guidance; " +
+  "the agent verified the result but did not execute the reset itself";
+const LOCK_WORDS = {
+  activation_lock: ["activation", "find_my", "findmy", "fmip"],
+  google_frp: ["frp", "factory_reset_protection", "google_account"],
+  mdm: ["mdm", "device_owner", "profile_owner", "supervis", "managed"],
+};
+const LOCK_PLATFORM = { activation_lock: "ios", google_frp: "android" };
+const STATUSES = ["pass", "fail", "warn", "info", "skipped", "error"];
+
+/** wipeagent.outcome.decide over the payload's checks: {outcome, exceptions}. */
+function decide(manual, checks) {
+  let notErased = false;
+  for (const kind of ["validation", "verification"]) {
+    const relevant = checks.filter((c) => c.kind === kind);
+    const bad = relevant.filter((c) => ["fail", "error", "skipped"].includes(c.status));
+    if (bad.length || !relevant.some((c) => c.status === "pass")) notErased = true;
+  }
+  if (notErased) return { outcome: "not_erased", exceptions: [] };
+  const exceptions = checks.filter((c) => c.status === "warn")
+    .map((c) => `${c.title}: ${c.detail || c.status}`);
+  if (manual) exceptions.push(MANUAL_RESET_EXCEPTION);
+  return { outcome: exceptions.length ? "erased_with_exceptions" : "erased", exceptions };
+}
+
+function deriveLocks(checks, platform) {
+  const locks = {};
+  for (const [name, words] of Object.entries(LOCK_WORDS)) {
+    const found = checks.filter((c) => words.some((w) => c.id.includes(w)));
+    const statuses = new Set(found.map((c) => c.status));
+    const onlyOn = LOCK_PLATFORM[name];
+    let state;
+    if (!found.length && platform !== null && onlyOn && platform !== onlyOn) state = "not_applicable";
+    else if (!found.length) state = "not_checked";
+    else if (statuses.has("fail")) state = "present";
+    else if (statuses.size === 1 && statuses.has("pass")) state = "not_present";
+    else state = "inconclusive";
+    locks[name] = { state, checks: found.slice(0, 16).map((c) => ({ id: c.id, status: c.status, method: c.method })) };
+  }
+  return locks;
+}
+
+function sameLocks(a, b) {
+  return Object.keys(LOCK_WORDS).every((name) =>
+    a[name].state === b[name].state && a[name].checks.length === b[name].checks.length &&
+    a[name].checks.every((c, i) => c.id === b[name].checks[i].id &&
+      c.status === b[name].checks[i].status && c.method === b[name].checks[i].method));
+}
+
 function finding(checks, kind) {
   const relevant = checks.filter((c) => c.kind === kind);
   if (relevant.some((c) => c.status === "fail")) return "failed";
@@ -369,6 +429,17 @@ export function consistencyProblems(p) {
     if (p.device === null) problems.push("an erased phone must be identified");
     if (!san.performed || san.ended_at === null || san.category === null) {
       problems.push("erased needs a finished sanitization with a NIST category");
+    } else {
+      // The outcome rule on the checks themselves, not only the summaries.
+      const decision = decide(san.manual, checks);
+      if (decision.outcome === "not_erased") {
+        problems.push("the outcome rule finds the phone not erased");
+      } else if (result === "erased" && decision.outcome !== "erased") {
+        problems.push("the outcome rule finds exceptions, so not a plain erased");
+      } else if (result === "erased_with_exceptions" &&
+                 !decision.exceptions.every((e) => p.outcome.exceptions.includes(e))) {
+        problems.push("an exception the outcome rule finds is not listed");
+      }
     }
     if (ver.technique_completed !== "confirmed") {
       problems.push("erased needs a verification confirming the technique completed");
@@ -391,6 +462,24 @@ export function consistencyProblems(p) {
       parseTime(san.ended_at, "ended_at") < parseTime(san.started_at, "started_at")) {
     problems.push("sanitization ended before it started");
   }
+  if (parseTime(p.custody.session_ended_at, "session_ended_at") <
+      parseTime(p.custody.session_started_at, "session_started_at")) {
+    problems.push("the session ended before it started");
+  }
+  // The UUIDv7's 48-bit millisecond time, within a millisecond of issued_at.
+  const idMs = parseInt(p.certificate_id.replace(/-/g, "").slice(0, 12), 16);
+  if (Math.abs(idMs - parseTime(p.issued_at, "issued_at").getTime()) > 1) {
+    problems.push("certificate_id does not carry issued_at (UUIDv7 time)");
+  }
+  const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
+  for (const c of p.diagnostics.checks) counts[c.status] += 1;
+  if (!STATUSES.every((s) => p.diagnostics.summary[s] === counts[s])) {
+    problems.push("diagnostics.summary does not count diagnostics.checks");
+  }
+  const every = [...p.diagnostics.checks, ...p.preconditions.checks, ...checks];
+  if (!sameLocks(p.locks, deriveLocks(every, p.device ? p.device.platform : null))) {
+    problems.push("locks do not follow from the checks");
+  }
   if (p.chain.station_id !== p.custody.station_id) {
     problems.push("chain.station_id differs from custody.station_id");
   }
@@ -409,7 +498,10 @@ function checkPayload(payload, schemas) {
     const first = outcome.errors[outcome.errors.length - 1] || outcome.errors[0];
     fail("schema_invalid", `payload invalid: ${first ? first.error : "schema"}`);
   }
-  for (const field of ["issued_at"]) parseTime(payload[field], field);
+  parseTime(payload.issued_at, "issued_at");
+  for (const field of ["session_started_at", "session_ended_at"]) {
+    parseTime(payload.custody[field], field);
+  }
   for (const field of ["started_at", "ended_at"]) {
     if (payload.sanitization[field] !== null) parseTime(payload.sanitization[field], field);
   }
