@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymobiledevice3.services.diagnostics import DiagnosticsService
 
 from wipeagent.clock import Clock
-from wipeagent.errors import DeviceGone, NotAuthorised, ProtocolError
+from wipeagent.errors import ConfigError, DeviceGone, NotAuthorised, ProtocolError
 from wipeagent.platforms.ios.driver import IosDriver
 from wipeagent.sources import PhoneArrival, PhoneDeparture, PhoneNotice, SourceEvent
 from wipeagent.sources.usbmux import UsbmuxSource, UsbmuxWireError, parse_attached, slot_label
+from wipeagent.transports import ios as ios_transport
 from wipeagent.transports.ios import (
     TRUST_HINT,
     USBMUXD_HINT,
@@ -29,7 +32,7 @@ from wipeagent.transports.ios import (
     connect_ios,
     load_pair_record,
 )
-from wipeagent_sim.ios import SimIosBench
+from wipeagent_sim.ios import SimIosBench, pki
 
 SPEED = 100.0
 SETTINGS = IosSettings(pair_timeout_s=30, command_timeout_s=20, poll_interval_s=1)
@@ -88,6 +91,55 @@ async def test_pairs_once_then_reuses_the_stored_record(tmp_path: Path) -> None:
         again = await connect_ios(udid, address, records, clock, SETTINGS)
         assert again.paired
         await again.close()
+
+
+async def test_one_pair_of_rsa_keys_serves_every_pairing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = 0
+    generate = ios_transport.rsa.generate_private_key
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal made
+        if threading.current_thread().name.startswith("ios-keygen"):  # not the phones'
+            made += 1
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(ios_transport.rsa, "generate_private_key", counted)
+    records = tmp_path / "records"
+    async with bench_of("clean", "clean") as (bench, address):
+        for phone in bench.phones:
+            conn = await connect_ios(phone.udid, address, records, bench.clock, SETTINGS)
+            assert conn.paired  # the simulated lockdownd accepted the certificates
+            await conn.close()
+        pair_records = [load_pair_record(records, p.udid) for p in bench.phones]
+        device_key = pki.device_public_key_pem(bench.phones[0]._key)
+    # Two keys (root and host) for the bench, once; none for the second phone.
+    assert made == 2
+    keys = records / ios_transport.PAIRING_KEYS_FILE
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    first, second = pair_records
+    assert first is not None and second is not None
+    for field in ("HostPrivateKey", "RootPrivateKey", "HostID"):
+        assert first[field] == second[field], field
+    assert first["DeviceCertificate"] != second["DeviceCertificate"]  # each phone's own key
+    # A restarted agent loads the same keys from the file.
+    ios_transport._pairing_keys.clear()
+    loaded = await ios_transport.pairing_keys(records)
+    assert made == 2
+    assert loaded.certificates(device_key)["HostPrivateKey"] == first["HostPrivateKey"]
+
+
+async def test_a_loose_pairing_key_file_is_refused(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    keys = records / ios_transport.PAIRING_KEYS_FILE
+    keys.write_bytes(b"not a key")
+    keys.chmod(0o644)
+    with pytest.raises(ConfigError, match="mode 0644"):
+        await ios_transport.pairing_keys(records)
+    keys.chmod(0o600)
+    with pytest.raises(ConfigError, match="two RSA keys"):
+        await ios_transport.pairing_keys(records)
 
 
 async def test_waits_for_trust_without_blocking_the_loop(tmp_path: Path) -> None:

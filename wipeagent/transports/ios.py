@@ -23,6 +23,7 @@ import plistlib
 import re
 import socket
 import ssl
+import threading
 import xml.parsers.expat
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pymobiledevice3 import exceptions as pmd
-from pymobiledevice3.ca import generate_pairing_cert_chain
+from pymobiledevice3.ca import (
+    build_device_certificate,
+    build_host_certificate,
+    build_root_certificate,
+    select_hash_algorithm,
+    serialize_cert_pem,
+    serialize_private_key_pkcs8_pem,
+)
 from pymobiledevice3.lockdown import UsbmuxLockdownClient, create_using_usbmux
 from pymobiledevice3.service_connection import ServiceConnection
 from pymobiledevice3.services.lockdown_service import LockdownService
@@ -39,12 +51,14 @@ from pymobiledevice3.services.lockdown_service import LockdownService
 from wipeagent.clock import Clock
 from wipeagent.errors import (
     BadDeviceData,
+    ConfigError,
     DeviceError,
     DeviceGone,
     DeviceTimeout,
     NotAuthorised,
     ProtocolError,
 )
+from wipeagent.keyfile import read_private_key
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +67,8 @@ USBMUXD_HINT = "start usbmuxd: systemctl start usbmuxd"
 
 UDID_RE = re.compile(r"^(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})$")
 
-# Pair-record key generation is CPU work (two RSA-2048 keys): a small pool keeps the loop
-# responsive without letting many phones pairing at once starve the machine.
+# Pairing is CPU work (the bench's two RSA-2048 keys once, three signatures per phone): a
+# small pool keeps the loop responsive without letting many pairings starve the machine.
 _KEYGEN = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ios-keygen")
 
 S = TypeVar("S", bound=LockdownService)
@@ -279,32 +293,139 @@ class IosConnection:
             await self.clock.wait_for(self.client.close(), 5.0)
 
 
-async def _pair_record_for(client: UsbmuxLockdownClient) -> dict[str, Any]:
-    """A new pair record for this phone (keys made in the bounded executor)."""
+PAIRING_KEYS_FILE = "host-keys.pem"
+"""This bench's pairing keys, in the pair-record directory (see PairingKeys)."""
+
+
+class PairingKeys:
+    """The bench's root and host RSA keys, shared by every iPhone pairing it makes.
+
+    What lockdown needs from a pairing: a pair record holding a RootCertificate, a
+    HostCertificate signed by that root, and a DeviceCertificate for the phone's own
+    DevicePublicKey; the host later proves it holds the host key in the TLS handshake of
+    StartSession, and the HostID names the pairing on the phone. Nothing ties the keys to
+    one phone. libimobiledevice makes two new RSA-2048 keys and a random HostID for every
+    pairing (common/userpref.c, pair_record_generate_keys_and_certs; src/lockdown.c,
+    generate_uuid); pymobiledevice3 makes a new root key for every pairing, reuses a host
+    key when given one (ca.generate_pairing_cert_chain's private_key), and derives one
+    HostID per host from its hostname (lockdown.generate_host_id). Two RSA-2048 keys cost
+    about 0.25 s of CPU a pairing; this bench makes them once, keeps them 0600 in
+    `<pair records>/host-keys.pem` (checked like every private key, wipeagent.keyfile),
+    and signs only the three certificates for each phone. The HostID stays pymobiledevice3's
+    per-host one, which the after-erase check relies on (the old pairing is rejected).
+    """
+
+    def __init__(self, root: RSAPrivateKey, host: RSAPrivateKey) -> None:
+        self.root = root
+        self.host = host
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> PairingKeys:
+        """The keys at `path`, made once when absent (blocking: call from a thread)."""
+        if not path.is_symlink() and not path.exists():
+            cls._create(path)
+        data = read_private_key(path, "iPhone pairing key")
+        blocks = [f"-----BEGIN{b}" for b in data.decode("ascii", "replace").split(
+            "-----BEGIN")[1:]]
+        bad = ConfigError(f"iPhone pairing key {path} does not hold two RSA keys",
+                          hint=f"move {path} away; new keys are made at the next pairing")
+        keys: list[RSAPrivateKey] = []
+        for block in blocks:
+            try:
+                key = serialization.load_pem_private_key(block.encode(), None)
+            except (ValueError, TypeError) as exc:
+                raise bad from exc
+            if not isinstance(key, RSAPrivateKey) or key.key_size < 2048:
+                raise bad
+            keys.append(key)
+        if len(keys) != 2:
+            raise bad
+        return cls(keys[0], keys[1])
+
+    @staticmethod
+    def _create(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pem = b"".join(serialize_private_key_pkcs8_pem(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)) for _ in (0, 1))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        log.info("[iOS] made this bench's pairing keys in %s", path)
+
+    def certificates(self, device_public_key_pem: bytes) -> dict[str, bytes]:
+        """The pair record's certificates and keys for one phone (three signatures)."""
+        device_key = load_pem_public_key(device_public_key_pem)
+        if not isinstance(device_key, RSAPublicKey):
+            raise ProtocolError("the phone's DevicePublicKey is not an RSA key")
+        alg = select_hash_algorithm((4, 0, 0))  # as generate_pairing_cert_chain's default
+        root_cert = build_root_certificate(self.root, alg)
+        return {
+            "DeviceCertificate": serialize_cert_pem(
+                build_device_certificate(device_key, root_cert, self.root, alg)),
+            "HostCertificate": serialize_cert_pem(
+                build_host_certificate(self.host, root_cert, self.root, alg)),
+            "RootCertificate": serialize_cert_pem(root_cert),
+            "RootPrivateKey": serialize_private_key_pkcs8_pem(self.root),
+            "HostPrivateKey": serialize_private_key_pkcs8_pem(self.host),
+        }
+
+
+_pairing_keys: dict[Path, PairingKeys] = {}
+_pairing_lock = threading.Lock()  # two first pairings at once make one set of keys
+
+
+def _load_pairing_keys(path: Path) -> PairingKeys:
+    with _pairing_lock:
+        keys = _pairing_keys.get(path)
+        if keys is None:
+            keys = _pairing_keys[path] = PairingKeys.load_or_create(path)
+        return keys
+
+
+async def pairing_keys(record_dir: Path) -> PairingKeys:
+    """The bench's pairing keys for this pair-record directory (loaded or made once per
+    process, off the event loop)."""
+    path = (record_dir / PAIRING_KEYS_FILE).absolute()
+    keys = _pairing_keys.get(path)
+    if keys is None:
+        keys = await asyncio.get_running_loop().run_in_executor(
+            _KEYGEN, _load_pairing_keys, path)
+    return keys
+
+
+async def _pair_record_for(client: UsbmuxLockdownClient, record_dir: Path) -> dict[str, Any]:
+    """A new pair record for this phone, signed with the bench's pairing keys."""
     public_key = client.all_values.get("DevicePublicKey")
     if not isinstance(public_key, bytes):
         public_key = await client.get_value("", "DevicePublicKey")
     if not isinstance(public_key, bytes) or not 0 < len(public_key) <= 4096:
         raise ProtocolError("the phone did not give a usable DevicePublicKey")
+    keys = await pairing_keys(record_dir)
     loop = asyncio.get_running_loop()
-    host_cert, host_key, device_cert, root_cert, root_key = await loop.run_in_executor(
-        _KEYGEN, generate_pairing_cert_chain, public_key)
+    try:
+        made = await loop.run_in_executor(_KEYGEN, keys.certificates, public_key)
+    except (ValueError, TypeError) as exc:  # an unparseable key from the phone
+        raise ProtocolError("the phone's DevicePublicKey is not a PEM RSA key") from exc
     return {
-        "DeviceCertificate": device_cert,
-        "HostCertificate": host_cert,
+        "DeviceCertificate": made["DeviceCertificate"],
+        "HostCertificate": made["HostCertificate"],
         "HostID": client.host_id,
-        "RootCertificate": root_cert,
-        "RootPrivateKey": root_key,
+        "RootCertificate": made["RootCertificate"],
+        "RootPrivateKey": made["RootPrivateKey"],
         "WiFiMACAddress": client.wifi_mac_address,
         "SystemBUID": client.system_buid,
-        "_HostPrivateKey": host_key,
+        "_HostPrivateKey": made["HostPrivateKey"],
     }
 
 
 async def _pair(client: UsbmuxLockdownClient, udid: str, clock: Clock, *,
                 settings: IosSettings, record_dir: Path, address: UsbmuxAddress) -> None:
     """Send Pair until the person taps Trust (poll on the Clock) or pair_timeout passes."""
-    record = await _pair_record_for(client)
+    record = await _pair_record_for(client, record_dir)
     host_key = record.pop("_HostPrivateKey")
     request: dict[str, Any] = {
         "Label": client.label,
