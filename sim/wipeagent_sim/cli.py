@@ -17,7 +17,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from wipeagent_sim.demo import run_demo
 
     return asyncio.run(run_demo(Path(args.out), speed=args.speed, json_out=args.json,
-                                platform=args.platform))
+                                platform=args.platform or args.serve, serve=args.serve))
 
 
 def _cmd_sim_android(args: argparse.Namespace) -> int:
@@ -80,7 +80,11 @@ def register(sub: Any) -> None:
                    help="bench clock speed factor (default 20: a 60 s reboot takes 3 s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--platform", action="store_true",
-                   help="also deliver every certificate to a reference receiver (mutual TLS)")
+                   help="run the platform service beside the bench: QR links to its "
+                   "verification page, every certificate delivered (mutual TLS)")
+    p.add_argument("--serve", action="store_true",
+                   help="with --platform: keep the platform service up after the run, so the "
+                   "printed link can be opened, until Ctrl-C")
     p.set_defaults(handler=_cmd_demo)
 
     sim = sub.add_parser("sim", help="simulated phones").add_subparsers(

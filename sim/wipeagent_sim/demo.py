@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.live import Live
@@ -38,13 +40,16 @@ from wipeagent.config import (
 )
 from wipeagent.session import SessionEvent, SessionResult
 from wipeagent.sources.usbmux import make_usbmux_source, slot_label
-from wipeagent.uplink.demo import DemoPlatform
 from wipeagent_sim.android.bench import SimBench
 from wipeagent_sim.android.phone import SimAndroidPhone
 from wipeagent_sim.android.profiles import list_profiles
 from wipeagent_sim.ios import SimIosBench, available_profiles, load_profile
 
+if TYPE_CHECKING:
+    from wipeagent.platform_service.demo import DemoPlatform
+
 DEFAULT_SPEED = 20.0
+DEMO_STATION = "demo-bench"
 
 
 class Expectation(Protocol):
@@ -124,10 +129,12 @@ class SimulatedTechnician:
                 await self.clock.sleep(1)
 
 
-def demo_config(state_dir: Path, usbmuxd: str = "") -> AgentConfig:
+def demo_config(state_dir: Path, usbmuxd: str = "",
+                verification_url: str | None = None) -> AgentConfig:
     return AgentConfig(
         state_dir=str(state_dir),
-        station=StationConfig(id="demo-bench", site="Demo site", organisation="Demo Org",
+        certificates=CertificateConfig(verification_url=verification_url),
+        station=StationConfig(id=DEMO_STATION, site="Demo site", organisation="Demo Org",
                               operator="demo-technician"),
         policy=PolicyConfig(erase="auto"),
         android=AndroidConfig(
@@ -176,12 +183,54 @@ def check_expectation(profile: Expectation, result: SessionResult | None,
 
 
 async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = False,
-                   console: Console | None = None, platform: bool = False) -> int:
-    """Run the simulated bench; with `platform`, also deliver every certificate to a
-    reference receiver (mutual TLS, idempotency keys) and verify what it received."""
+                   console: Console | None = None, platform: bool = False,
+                   serve: bool = False) -> int:
+    """Run the simulated bench; with `platform`, the platform service runs beside it: the
+    certificates' QR codes link to its verification page, every certificate is delivered
+    to it (mutual TLS, idempotency keys), and the link of one phone is printed. With
+    `serve`, the service stays up after the run until interrupted (Ctrl-C / SIGTERM)."""
     # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give it room.
     console = console or Console(width=None if Console().is_terminal else 120)
     await asyncio.to_thread(_fresh_output, out)
+    async with AsyncExitStack() as stack:
+        service = None
+        if platform or serve:
+            from wipeagent.platform_service.demo import DemoPlatform
+
+            service = await stack.enter_async_context(
+                DemoPlatform(out / "state", Clock(speed), station_id=DEMO_STATION))
+        code, link = await _run_bench(out, speed=speed, json_out=json_out, console=console,
+                                      platform=service)
+        if service is not None and link is not None:
+            if json_out:
+                console.print_json(json.dumps({"verification_link": link}))
+            else:
+                console.print(Text("verification link (what the QR code on one phone's "
+                                   "certificate opens):"))
+                console.print(Text(link), soft_wrap=True)  # one line: a link must not wrap
+        if serve and service is not None:
+            await _serve_until_interrupted(console, service.verify_url, json_out)
+    return code
+
+
+async def _serve_until_interrupted(console: Console, url: str, json_out: bool) -> None:
+    if not json_out:
+        console.print(Text(f"platform service up at {url} (the page is also the auditor's "
+                           "tool: drop a certificate file on it); Ctrl-C to stop"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Console,
+                     platform: DemoPlatform | None) -> tuple[int, str | None]:
+    """(exit code, the verification link of one phone's certificate, if delivered)."""
     clock = Clock(speed)
     profiles = [p for p in list_profiles() if p.demo]
     technician = SimulatedTechnician(clock)
@@ -220,12 +269,14 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
                 console.print(Text(f"[{event.slot}] {row.profile.name}: {event.step}: "
                                    f"{event.message}"))
 
-        config = demo_config(out / "state", usbmuxd=ios_bench.address)
+        config = demo_config(out / "state", usbmuxd=ios_bench.address,
+                             verification_url=platform.verify_url if platform else None)
         agent, store, certifier = await build_agent(
             config, clock=clock, observer=observe,
             extra_endpoints=[p.address for p in by_slot.values() if p.platform == "android"],
             extra_sources=[make_usbmux_source(config, clock, config.state_path)],
         )
+        link = None
         try:
             if console.is_terminal and not json_out:
                 with Live(_table(rows), console=console, refresh_per_second=8) as live_:
@@ -235,19 +286,22 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
             else:
                 results = await agent.run(until=lambda a: a.completed >= len(by_slot))
             delivery_ok = True
-            if platform:
-                async with DemoPlatform(config.state_path, clock,
-                                        station_id=config.station.id) as receiver:
-                    report = await receiver.deliver(store)
+            if platform is not None:
+                report = await platform.deliver(store)
                 delivery_ok = report.finished and report.delivered == report.total
                 if not json_out:
-                    console.print(Text(report.summary("the reference receiver")))
+                    console.print(Text(report.summary("the platform service")))
+                held = await platform.held()
+                erased = [r for r in await store.certificates()
+                          if r.certificate_id in held and r.outcome == "erased"]
+                if erased:
+                    link = platform.link(erased[0])
         finally:
             await store.close()
 
     code = _summarise(results, by_slot, cert_dir=certifier.out_dir, out=out,
                       json_out=json_out, console=console)
-    return code if delivery_ok else 1
+    return (code if delivery_ok else 1), link
 
 
 def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
