@@ -29,7 +29,7 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import Row, and_, false, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -105,17 +105,16 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
 
 async def _station(conn: AsyncConnection, root: x509.Certificate, station_id: str,
                    now: datetime) -> Row[Any]:
-    """The station's row, created if new, locked for this transaction."""
+    """The station's row, created if new, locked for this transaction: an upsert that
+    always updates takes the row lock in the same statement (one round trip)."""
     fingerprint = root_fingerprint(root)
-    await conn.execute(
-        _insert(conn, stations)
-        .values(root_sha256=fingerprint, station_id=station_id,
-                organisation=organisation_name(root), first_seen=now, last_seen=now)
-        .on_conflict_do_nothing(index_elements=["root_sha256", "station_id"]))
+    insert = _insert(conn, stations).values(
+        root_sha256=fingerprint, station_id=station_id,
+        organisation=organisation_name(root), first_seen=now, last_seen=now)
     return (await conn.execute(
-        select(stations)
-        .where(stations.c.root_sha256 == fingerprint, stations.c.station_id == station_id)
-        .with_for_update())).one()
+        insert.on_conflict_do_update(index_elements=["root_sha256", "station_id"],
+                                     set_={"last_seen": insert.excluded.last_seen})
+        .returning(*stations.c))).one()
 
 
 async def gaps(conn: AsyncConnection, station: int, limit: int = MAX_GAP_RANGES
@@ -152,9 +151,18 @@ async def store_certificate(conn: AsyncConnection, verified: VerifiedCertificate
     cid, sha, seq = verified.certificate_id, verified.sha256, verified.sequence
     prev, sid = verified.previous_hash, verified.station_id
     station = await _station(conn, root, sid, now)
-    held = (await conn.execute(
-        select(certificates.c.sha256, certificates.c.received_at)
-        .where(certificates.c.certificate_id == cid))).first()
+    c = certificates.c
+    # One read for everything the checks need: this id (anywhere), and the station's
+    # certificates at sequence-1..sequence+1 or naming the same predecessor.
+    mine = c.station == station.id
+    near = (await conn.execute(
+        select(c.certificate_id, c.sha256, c.sequence, c.previous_hash, c.received_at,
+               c.station)
+        .where(or_(c.certificate_id == cid,
+                   and_(mine, c.sequence.between(seq - 1, seq + 1)),
+                   and_(mine, c.previous_hash == prev) if prev is not None else false()))
+    )).all()
+    held = next((r for r in near if r.certificate_id == cid), None)
     if held is not None:
         if held.sha256 == sha:
             return Stored("already_held", cid, sha, held.received_at)
@@ -164,33 +172,25 @@ async def store_certificate(conn: AsyncConnection, verified: VerifiedCertificate
         await _record(conn, station.id, problem, sha256=sha, other_sha256=held.sha256,
                       now=now, evidence=data)
         return Stored("conflict", cid, held.sha256, held.received_at, [problem])
+    ours = [r for r in near if r.station == station.id]
 
-    c = certificates.c
     problems: list[Problem] = []
-    same_seq = (await conn.execute(
-        select(c.certificate_id, c.sha256)
-        .where(c.station == station.id, c.sequence == seq))).all()
+    same_seq = [r for r in ours if r.sequence == seq]
     for other in same_seq:
         problem = Problem("fork", sid, seq, (cid, other.certificate_id),
                           f"two certificates with sequence {seq} of station {sid}")
         problems.append(problem)
         await _record(conn, station.id, problem, sha256=sha, other_sha256=other.sha256,
-                          now=now)
+                      now=now)
     if prev is not None:
-        siblings = (await conn.execute(
-            select(c.certificate_id, c.sha256, c.sequence)
-            .where(c.station == station.id, c.previous_hash == prev, c.sequence != seq)
-        )).all()
-        for sibling in siblings:
+        for sibling in (r for r in ours if r.previous_hash == prev and r.sequence != seq):
             problem = Problem("fork", sid, seq, (cid, sibling.certificate_id),
                               f"sequences {seq} and {sibling.sequence} name one predecessor "
                               f"{prev[:12]}")
             problems.append(problem)
             await _record(conn, station.id, problem, sha256=sha,
                           other_sha256=sibling.sha256, now=now)
-        before = (await conn.execute(
-            select(c.certificate_id, c.sha256)
-            .where(c.station == station.id, c.sequence == seq - 1))).all()
+        before = [r for r in ours if r.sequence == seq - 1]
         if before and prev not in {b.sha256 for b in before}:
             problem = Problem("broken_link", sid, seq, (cid, before[0].certificate_id),
                               f"sequence {seq} does not link to the held sequence {seq - 1}")
@@ -198,10 +198,7 @@ async def store_certificate(conn: AsyncConnection, verified: VerifiedCertificate
             await _record(conn, station.id, problem, sha256=sha,
                           other_sha256=before[0].sha256, now=now)
     at_seq = {sha} | {o.sha256 for o in same_seq}
-    after = (await conn.execute(
-        select(c.certificate_id, c.sha256, c.previous_hash)
-        .where(c.station == station.id, c.sequence == seq + 1))).all()
-    for succ in after:
+    for succ in (r for r in ours if r.sequence == seq + 1):
         if succ.previous_hash not in at_seq:
             problem = Problem("broken_link", sid, seq + 1, (succ.certificate_id, cid),
                               f"sequence {seq + 1} does not link to sequence {seq}")
@@ -227,8 +224,8 @@ async def store_certificate(conn: AsyncConnection, verified: VerifiedCertificate
     max_sequence = max(station.max_sequence, seq)
     await conn.execute(
         update(stations).where(stations.c.id == station.id)
-        .values(last_seen=now, certificates=stations.c.certificates + 1,
-                sequences=sequences, max_sequence=max_sequence))
+        .values(certificates=stations.c.certificates + 1, sequences=sequences,
+                max_sequence=max_sequence))
     missing = max_sequence - sequences
     found = await gaps(conn, station.id) if missing else []
     return Stored("created", cid, sha, now, problems, found, missing)
