@@ -49,7 +49,8 @@ class DemoPlatform:
 
     async def __aenter__(self) -> DemoPlatform:
         dev_pki = self.state_dir / "dev-pki"
-        await asyncio.to_thread(ensure_dev_pki, dev_pki)
+        # The development CA (and this station's signing key, as the agent makes it).
+        await asyncio.to_thread(ensure_dev_pki, dev_pki, station_id=self.station_id)
         server = ensure_dev_server_tls(self.directory / "tls")
         client = ensure_dev_client_tls(dev_pki, station_id=self.station_id)
         self.client_ssl = client_context(ca=server.ca, cert=client.cert, key=client.key)

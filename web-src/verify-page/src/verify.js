@@ -13,6 +13,8 @@
 
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
+import { AsnConvert } from "@peculiar/asn1-schema";
+import * as asnX509 from "@peculiar/asn1-x509";
 import { parse as parseJsonAst } from "@humanwhocodes/momoa";
 import { Validator } from "@cfworker/json-schema";
 
@@ -20,6 +22,7 @@ export const MAX_CERTIFICATE_BYTES = 512 * 1024;
 export const CLOCK_SKEW_MS = 5 * 60 * 1000;
 export const EKU_DOCUMENT_SIGNING = "1.3.6.1.5.5.7.3.36";
 export const DEV_OU = "wipeagent development - not for production";
+const ANY_EKU = "2.5.29.37.0";
 const TYP = "wipeagent-cert+jws";
 const HEADER_MEMBERS = ["alg", "kid", "typ", "x5c"];
 const JWS_MEMBERS = ["payload", "protected", "signature"];
@@ -171,8 +174,9 @@ function parseJws(bytes) {
     fail("bad_header", "header members must be exactly alg, typ, kid, x5c");
   }
   if (header.typ !== TYP) fail("bad_header", `typ must be ${TYP}`);
+  // An RFC 7638 SHA-256 thumbprint, base64url without padding: always 43 characters.
   if (typeof header.kid !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(header.kid)) {
-    fail("bad_header", "kid is not a SHA-256 JWK thumbprint");
+    fail("bad_header", "kid is not a SHA-256 JWK thumbprint (43 base64url)");
   }
   if (!Array.isArray(header.x5c) || header.x5c.length < 1 || header.x5c.length > 4) {
     fail("bad_header", "x5c must hold 1 to 4 certificates");
@@ -201,8 +205,6 @@ async function issuedBy(cert, issuer) {
   }
 }
 
-const ANY_EKU = "2.5.29.37.0";
-
 function checkCaUsage(cert) {
   if (!isCa(cert)) fail("key_usage", "an issuing certificate is not a CA");
   // RFC 5280 4.2.1.3: a CA certificate MUST carry keyUsage; it must allow keyCertSign.
@@ -210,7 +212,7 @@ function checkCaUsage(cert) {
   if (!ku || !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
     fail("key_usage", "an issuing certificate lacks keyCertSign");
   }
-  // An EKU on a CA restricts what it may certify.
+  // An EKU on a CA restricts what it may certify (as OpenSSL and browsers treat it).
   const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
   if (eku && !eku.usages.includes(EKU_DOCUMENT_SIGNING) && !eku.usages.includes(ANY_EKU)) {
     fail("key_usage", "an issuing CA may not certify document signing");
@@ -225,6 +227,7 @@ function checkLeafUsage(leaf) {
     fail("key_usage", "station certificate lacks digitalSignature");
   }
   if (ku.usages & (x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign)) {
+    // RFC 5280 4.2.1.3: keyCertSign only with cA; a station never signs certificates.
     fail("key_usage", "station certificate may sign certificates");
   }
   if (!eku.usages.includes(EKU_DOCUMENT_SIGNING)) {
@@ -232,17 +235,104 @@ function checkLeafUsage(leaf) {
   }
 }
 
-// Extensions whose meaning checkPath implements (as wipeagent/certs/verify.py). Name
-// constraints are not implemented here: a chain carrying them is refused, never passed.
+// -- name constraints (RFC 5280 4.2.1.10), for the forms a station chain can carry -----
+
+const EMAIL_OID = "1.2.840.113549.1.9.1";
+
+function fold(text) {
+  // RFC 4518 string preparation at its core: whitespace collapsed, case folded.
+  return String(text).split(/\s+/).filter(Boolean).join(" ").toLowerCase();
+}
+
+function rdnKeys(name) {
+  return Array.from(name, (rdn) => Array.from(rdn, (a) => `${a.type}=${fold(a.value.toString())}`)
+    .sort().join("+"));
+}
+
+function hostWithin(host, base) {
+  host = host.toLowerCase().replace(/\.$/, "");
+  base = base.toLowerCase();
+  if (base.startsWith(".")) return host.endsWith(base);
+  return host === base || host.endsWith("." + base);
+}
+
+function asnCertificate(cert) {
+  return AsnConvert.parse(cert.rawData, asnX509.Certificate).tbsCertificate;
+}
+
+/** The names of a certificate that name constraints apply to, as [form, value]. */
+function constrainedNames(cert) {
+  const tbs = asnCertificate(cert);
+  const names = [];
+  if (tbs.subject.length) names.push(["dir", rdnKeys(tbs.subject)]);
+  for (const rdn of tbs.subject) {
+    for (const attr of rdn) if (attr.type === EMAIL_OID) names.push(["email", attr.value.toString()]);
+  }
+  const san = (tbs.extensions || []).find((e) => e.extnID === "2.5.29.17");
+  if (san) {
+    for (const gn of AsnConvert.parse(san.extnValue, asnX509.SubjectAlternativeName)) {
+      names.push(generalName(gn));
+    }
+  }
+  return names;
+}
+
+function generalName(gn) {
+  if (gn.directoryName) return ["dir", rdnKeys(gn.directoryName)];
+  if (gn.dNSName !== undefined) return ["dns", gn.dNSName];
+  if (gn.rfc822Name !== undefined) return ["email", gn.rfc822Name];
+  if (gn.uniformResourceIdentifier !== undefined) return ["uri", gn.uniformResourceIdentifier];
+  if (gn.iPAddress !== undefined) return ["ip", gn.iPAddress];
+  return ["other", null];
+}
+
+function within([form, value], [treeForm, tree]) {
+  if (form !== treeForm) return false;
+  if (form === "dir") return tree.every((rdn, i) => value[i] === rdn);
+  if (form === "dns") return tree ? hostWithin(value, tree) : true;
+  if (form === "email") {
+    if (tree.includes("@")) return value.toLowerCase() === tree.toLowerCase();
+    return hostWithin(value.split("@").pop(), tree);
+  }
+  if (form === "uri") {
+    let host = "";
+    try { host = new URL(value).hostname; } catch { return false; }
+    return Boolean(host) && hostWithin(host, tree);
+  }
+  return false;
+}
+
+function checkNameConstraints(ext, below) {
+  const nc = AsnConvert.parse(ext.value, asnX509.NameConstraints);
+  const permitted = Array.from(nc.permittedSubtrees || [], (t) => generalName(t.base));
+  const excluded = Array.from(nc.excludedSubtrees || [], (t) => generalName(t.base));
+  for (const tree of [...permitted, ...excluded]) {
+    // IP address ranges are left to `wipeagent verify`: refused here, never passed.
+    if (!["dir", "dns", "email", "uri"].includes(tree[0])) {
+      fail("name_constraints", `unsupported name constraint form ${tree[0]}`);
+    }
+  }
+  for (const cert of below) {
+    for (const name of constrainedNames(cert)) {
+      if (excluded.some((tree) => within(name, tree))) fail("name_constraints", `${name[1]} is excluded`);
+      const sameForm = permitted.filter((t) => t[0] === name[0]);
+      if (sameForm.length && !sameForm.some((tree) => within(name, tree))) {
+        fail("name_constraints", `${name[1]} is not permitted`);
+      }
+    }
+  }
+}
+
+// Extensions whose meaning checkPath implements (as wipeagent/certs/verify.py).
 const UNDERSTOOD = new Set([
   "2.5.29.19", // basicConstraints
   "2.5.29.15", // keyUsage
   "2.5.29.37", // extKeyUsage
+  "2.5.29.30", // nameConstraints
   "2.5.29.17", // subjectAltName
   "2.5.29.14", // subjectKeyIdentifier
   "2.5.29.35", // authorityKeyIdentifier
 ]);
-const NAME_CONSTRAINTS = "2.5.29.30";
 
 function selfIssued(cert) {
   return cert.issuer === cert.subject;
@@ -252,9 +342,6 @@ function selfIssued(cert) {
 function checkPath(path) {
   path.forEach((cert, position) => {
     for (const ext of cert.extensions) {
-      if (ext.type === NAME_CONSTRAINTS) {
-        fail("name_constraints", "this page cannot check name constraints; use wipeagent verify");
-      }
       if (ext.critical && !UNDERSTOOD.has(ext.type)) {
         fail("unknown_critical_extension", `critical extension ${ext.type} is not understood`);
       }
@@ -262,9 +349,15 @@ function checkPath(path) {
     if (position === 0) return;
     checkCaUsage(cert);
     const limit = basicConstraints(cert).pathLength;
+    // Intermediate CAs between this CA and the leaf; self-issued ones do not count.
     const between = path.slice(1, position).filter((c) => !selfIssued(c)).length;
     if (limit !== undefined && between > limit) {
       fail("path_length", `a CA allows ${limit} intermediate CA(s) below it, the chain has ${between}`);
+    }
+    const nc = cert.extensions.find((e) => e.type === "2.5.29.30");
+    if (nc) {
+      // Self-issued intermediates are exempt (6.1.4 (b)); the leaf never is.
+      checkNameConstraints(nc, path.slice(0, position).filter((c, i) => i === 0 || !selfIssued(c)));
     }
   });
 }
@@ -353,57 +446,6 @@ async function checkSignature(parsed, leaf, alg) {
 
 // -- the payload -----------------------------------------------------------------
 
-// As wipeagent/outcome.py and wipeagent/certs/payload.py (docs/certificate.md).
-const MANUAL_RESET_EXCEPTION =
-  "manual reset: the technician performed the factory reset under the agent's guidance; " +
-  "the agent verified the result but did not execute the reset itself";
-const LOCK_WORDS = {
-  activation_lock: ["activation", "find_my", "findmy", "fmip"],
-  google_frp: ["frp", "factory_reset_protection", "google_account"],
-  mdm: ["mdm", "device_owner", "profile_owner", "supervis", "managed"],
-};
-const LOCK_PLATFORM = { activation_lock: "ios", google_frp: "android" };
-const STATUSES = ["pass", "fail", "warn", "info", "skipped", "error"];
-
-/** wipeagent.outcome.decide over the payload's checks: {outcome, exceptions}. */
-function decide(manual, checks) {
-  let notErased = false;
-  for (const kind of ["validation", "verification"]) {
-    const relevant = checks.filter((c) => c.kind === kind);
-    const bad = relevant.filter((c) => ["fail", "error", "skipped"].includes(c.status));
-    if (bad.length || !relevant.some((c) => c.status === "pass")) notErased = true;
-  }
-  if (notErased) return { outcome: "not_erased", exceptions: [] };
-  const exceptions = checks.filter((c) => c.status === "warn")
-    .map((c) => `${c.title}: ${c.detail || c.status}`);
-  if (manual) exceptions.push(MANUAL_RESET_EXCEPTION);
-  return { outcome: exceptions.length ? "erased_with_exceptions" : "erased", exceptions };
-}
-
-function deriveLocks(checks, platform) {
-  const locks = {};
-  for (const [name, words] of Object.entries(LOCK_WORDS)) {
-    const found = checks.filter((c) => words.some((w) => c.id.includes(w)));
-    const statuses = new Set(found.map((c) => c.status));
-    const onlyOn = LOCK_PLATFORM[name];
-    let state;
-    if (!found.length && platform !== null && onlyOn && platform !== onlyOn) state = "not_applicable";
-    else if (!found.length) state = "not_checked";
-    else if (statuses.has("fail")) state = "present";
-    else if (statuses.size === 1 && statuses.has("pass")) state = "not_present";
-    else state = "inconclusive";
-    locks[name] = { state, checks: found.slice(0, 16).map((c) => ({ id: c.id, status: c.status, method: c.method })) };
-  }
-  return locks;
-}
-
-function sameLocks(a, b) {
-  return Object.keys(LOCK_WORDS).every((name) =>
-    a[name].state === b[name].state && a[name].checks.length === b[name].checks.length &&
-    a[name].checks.every((c, i) => c.id === b[name].checks[i].id &&
-      c.status === b[name].checks[i].status && c.method === b[name].checks[i].method));
-}
-
 function finding(checks, kind) {
   const relevant = checks.filter((c) => c.kind === kind);
   if (relevant.some((c) => c.status === "fail")) return "failed";
@@ -412,75 +454,131 @@ function finding(checks, kind) {
   return "not_established";
 }
 
-/** docs/certificate.md "Consistency rules"; the findings are recomputed from the checks. */
-export function consistencyProblems(p) {
-  const problems = [];
+const STATUSES = ["pass", "fail", "warn", "info", "skipped", "error"];
+// Lock families by check id words, and the platform a lock exists on (certificate.md).
+const LOCK_WORDS = {
+  activation_lock: ["activation", "find_my", "findmy", "fmip"],
+  google_frp: ["frp", "factory_reset_protection", "google_account"],
+  mdm: ["mdm", "device_owner", "profile_owner", "supervis", "managed"],
+};
+const LOCK_PLATFORM = { activation_lock: "ios", google_frp: "android" };
+// wipeagent/outcome.py MANUAL_RESET_EXCEPTION, word for word.
+const MANUAL_RESET_EXCEPTION = "manual reset: the technician performed the factory reset " +
+  "under the agent's guidance; the agent verified the result but did not execute the reset itself";
+
+function deriveLocks(checks, platform) {
+  const locks = {};
+  for (const [name, words] of Object.entries(LOCK_WORDS)) {
+    const found = checks.filter((c) => words.some((w) => c.id.includes(w)));
+    const onlyOn = LOCK_PLATFORM[name];
+    const statuses = new Set(found.map((c) => c.status));
+    let state;
+    if (!found.length && platform !== null && onlyOn !== undefined && platform !== onlyOn) {
+      state = "not_applicable";
+    } else if (!found.length) state = "not_checked";
+    else if (statuses.has("fail")) state = "present";
+    else if (statuses.size === 1 && statuses.has("pass")) state = "not_present";
+    else state = "inconclusive";
+    locks[name] = { state, checks: found.slice(0, 16).map((c) => ({ id: c.id, status: c.status, method: c.method })) };
+  }
+  return locks;
+}
+
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** wipeagent/outcome.py decide(), on the payload's checks and sanitization. */
+function decide(manual, checks) {
+  const codes = [];
+  const reasons = [];
+  for (const kind of ["validation", "verification"]) {
+    const mine = checks.filter((c) => c.kind === kind);
+    const bad = mine.filter((c) => ["fail", "error", "skipped"].includes(c.status));
+    reasons.push(...bad.map(describe));
+    if (bad.length || !mine.some((c) => c.status === "pass")) codes.push(`${kind}_failed`);
+  }
+  if (codes.length) return { outcome: "not_erased", codes, exceptions: [] };
+  const exceptions = checks.filter((c) => c.status === "warn").map(describe);
+  if (manual) exceptions.push(MANUAL_RESET_EXCEPTION);
+  return { outcome: exceptions.length ? "erased_with_exceptions" : "erased", codes, exceptions };
+}
+
+function describe(check) {
+  return `${check.title}: ${check.detail || check.status}`;
+}
+
+function outcomeProblems(p) {
   const result = p.outcome.result;
   const san = p.sanitization;
   const ver = p.verification;
   const checks = ver.checks;
-  if (ver.technique_completed !== finding(checks, "verification")) {
-    problems.push("technique_completed does not follow from the verification checks");
+  const problems = [];
+  for (const [field, kind] of [["technique_completed", "verification"], ["data_unrecoverable", "validation"]]) {
+    if (ver[field] !== finding(checks, kind)) problems.push(`verification.${field} does not follow from the checks`);
   }
-  if (ver.data_unrecoverable !== finding(checks, "validation")) {
-    problems.push("data_unrecoverable does not follow from the validation checks");
+  if (result === "not_erased") {
+    if (!p.outcome.reasons.length) problems.push("not_erased must give its reasons");
+    return problems; // saying less than the checks would allow is never a false claim
   }
-  if (result === "erased" || result === "erased_with_exceptions") {
-    if (p.device === null) problems.push("an erased phone must be identified");
-    if (!san.performed || san.ended_at === null || san.category === null) {
-      problems.push("erased needs a finished sanitization with a NIST category");
-    } else {
-      // The outcome rule on the checks themselves, not only the summaries.
-      const decision = decide(san.manual, checks);
-      if (decision.outcome === "not_erased") {
-        problems.push("the outcome rule finds the phone not erased");
-      } else if (result === "erased" && decision.outcome !== "erased") {
-        problems.push("the outcome rule finds exceptions, so not a plain erased");
-      } else if (result === "erased_with_exceptions" &&
-                 !decision.exceptions.every((e) => p.outcome.exceptions.includes(e))) {
-        problems.push("an exception the outcome rule finds is not listed");
-      }
-    }
-    if (ver.technique_completed !== "confirmed") {
-      problems.push("erased needs a verification confirming the technique completed");
-    }
-    if (ver.data_unrecoverable !== "confirmed") {
-      problems.push("erased needs a validation confirming the data is gone");
-    }
-    if (checks.some((c) => c.status === "fail")) problems.push("erased with a failed check");
+  if (p.device === null) problems.push("an erased phone must be identified");
+  if (!san.performed || san.ended_at === null || san.category === null) {
+    problems.push("erased needs a finished sanitization with a NIST category");
+    return problems;
   }
+  if (checks.some((c) => c.status === "fail")) problems.push("erased with a failed verification check");
   if (result === "erased" && checks.some((c) => c.status === "error" || c.status === "warn")) {
     problems.push("a post-erase check could not run or warned: not a clean erase");
   }
-  if (result === "erased_with_exceptions" && !p.outcome.exceptions.length) {
-    problems.push("erased_with_exceptions must list its exceptions");
+  const decision = decide(san.manual, checks);
+  if (decision.outcome === "not_erased") {
+    problems.push(`the outcome rule finds the phone not erased (${decision.codes.join(", ")})`);
+  } else if (result === "erased" && decision.outcome !== "erased") {
+    problems.push("the outcome rule finds exceptions, so not a plain erased");
+  } else if (result === "erased_with_exceptions") {
+    const listed = new Set(p.outcome.exceptions);
+    if (!listed.size) problems.push("erased_with_exceptions must list its exceptions");
+    else if (!decision.exceptions.every((e) => listed.has(e))) {
+      problems.push("an exception the outcome rule finds is not listed");
+    }
   }
-  if (result === "not_erased" && !p.outcome.reasons.length) {
-    problems.push("not_erased must give its reasons");
-  }
-  if (san.started_at && san.ended_at &&
-      parseTime(san.ended_at, "ended_at") < parseTime(san.started_at, "started_at")) {
-    problems.push("sanitization ended before it started");
-  }
-  if (parseTime(p.custody.session_ended_at, "session_ended_at") <
-      parseTime(p.custody.session_started_at, "session_started_at")) {
-    problems.push("the session ended before it started");
-  }
-  // The UUIDv7's 48-bit millisecond time, within a millisecond of issued_at.
+  return problems;
+}
+
+/** docs/certificate.md "Consistency rules" (wipeagent/certs/payload.py check_consistency):
+ * invalid_time for a time that is not real, else every broken rule. */
+export function consistencyProblems(p) {
+  const san = p.sanitization;
+  const custody = p.custody;
+  const issuedAt = parseTime(p.issued_at, "issued_at");
+  const sessionStart = parseTime(custody.session_started_at, "session_started_at");
+  const sessionEnd = parseTime(custody.session_ended_at, "session_ended_at");
+  const started = san.started_at !== null ? parseTime(san.started_at, "started_at") : null;
+  const ended = san.ended_at !== null ? parseTime(san.ended_at, "ended_at") : null;
+  const problems = outcomeProblems(p);
+  if (started && ended && ended < started) problems.push("sanitization ended before it started");
+  if (sessionEnd < sessionStart) problems.push("the session ended before it started");
+  // A UUIDv7 carries its time in the first 48 bits: the certificate id names issued_at
+  // (within a millisecond: agents before 0.2 computed the id's time in floating point).
   const idMs = parseInt(p.certificate_id.replace(/-/g, "").slice(0, 12), 16);
-  if (Math.abs(idMs - parseTime(p.issued_at, "issued_at").getTime()) > 1) {
+  if (Math.abs(idMs - issuedAt.getTime()) > 1) {
     problems.push("certificate_id does not carry issued_at (UUIDv7 time)");
   }
-  const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-  for (const c of p.diagnostics.checks) counts[c.status] += 1;
-  if (!STATUSES.every((s) => p.diagnostics.summary[s] === counts[s])) {
+  const diagnostics = p.diagnostics;
+  const summary = Object.fromEntries(STATUSES.map((s) => [s, 0]));
+  for (const c of diagnostics.checks) summary[c.status] += 1;
+  if (canonical(summary) !== canonical(diagnostics.summary)) {
     problems.push("diagnostics.summary does not count diagnostics.checks");
   }
-  const every = [...p.diagnostics.checks, ...p.preconditions.checks, ...checks];
-  if (!sameLocks(p.locks, deriveLocks(every, p.device ? p.device.platform : null))) {
+  const every = [...diagnostics.checks, ...p.preconditions.checks, ...p.verification.checks];
+  if (canonical(p.locks) !== canonical(deriveLocks(every, p.device ? p.device.platform : null))) {
     problems.push("locks do not follow from the checks");
   }
-  if (p.chain.station_id !== p.custody.station_id) {
+  if (p.chain.station_id !== custody.station_id) {
     problems.push("chain.station_id differs from custody.station_id");
   }
   if ((p.chain.sequence === 1) !== (p.chain.previous_hash === null)) {
@@ -497,13 +595,6 @@ function checkPayload(payload, schemas) {
   if (!outcome.valid) {
     const first = outcome.errors[outcome.errors.length - 1] || outcome.errors[0];
     fail("schema_invalid", `payload invalid: ${first ? first.error : "schema"}`);
-  }
-  parseTime(payload.issued_at, "issued_at");
-  for (const field of ["session_started_at", "session_ended_at"]) {
-    parseTime(payload.custody[field], field);
-  }
-  for (const field of ["started_at", "ended_at"]) {
-    if (payload.sanitization[field] !== null) parseTime(payload.sanitization[field], field);
   }
   const problems = consistencyProblems(payload);
   if (problems.length) fail("inconsistent_payload", problems.join("; "));
