@@ -133,7 +133,6 @@ def demo_config(state_dir: Path, usbmuxd: str = "",
                 verification_url: str | None = None) -> AgentConfig:
     return AgentConfig(
         state_dir=str(state_dir),
-        certificates=CertificateConfig(verification_url=verification_url),
         station=StationConfig(id=DEMO_STATION, site="Demo site", organisation="Demo Org",
                               operator="demo-technician"),
         policy=PolicyConfig(erase="auto"),
@@ -145,8 +144,10 @@ def demo_config(state_dir: Path, usbmuxd: str = "",
         # does TLS handshakes (simulator and client in one process) slowly.
         ios=IosConfig(usbmuxd=usbmuxd, pair_timeout_s=120, command_timeout_s=120,
                       reboot_timeout_s=600),
-        # A simulated bench signs under the auto-created development CA, on purpose.
-        certificates=CertificateConfig(allow_development_pki=True),
+        # A simulated bench signs under the auto-created development CA, on purpose; with
+        # the platform service beside it, the QR codes link to its verification page.
+        certificates=CertificateConfig(allow_development_pki=True,
+                                       verification_url=verification_url),
     )
 
 

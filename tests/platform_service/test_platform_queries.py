@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -159,3 +160,26 @@ async def test_migrations_make_the_schema_the_code_expects(db_url: str,
 
     diff, revision = await asyncio.to_thread(compare)
     assert diff == [] and revision == head_revision()
+
+
+def _documented(name: str) -> set[tuple[str, str]]:
+    doc = (Path(__file__).parents[2] / "docs" / name).read_text()
+    found: set[tuple[str, str]] = set()
+    path = None
+    for line in doc.splitlines():
+        if line.startswith("  /"):
+            path = line.strip().rstrip(":")
+        elif path and line.startswith("    ") and line.strip().rstrip(":") in ("get", "post"):
+            found.add((line.strip().rstrip(":").upper(), path))
+        elif not line.startswith(" "):
+            path = None
+    return found
+
+
+def test_openapi_documents_every_route(platform: Platform) -> None:
+    """docs/openapi-ingest.yaml + docs/openapi-platform.yaml and the service stay in step."""
+    documented = _documented("openapi-ingest.yaml") | _documented("openapi-platform.yaml")
+    routes = {(r.method, r.resource.canonical) for r in platform.service.app().router.routes()
+              if r.method != "HEAD" and r.resource is not None
+              and not r.resource.canonical.startswith("/verify/assets")}
+    assert routes == documented
