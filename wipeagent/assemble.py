@@ -14,7 +14,7 @@ from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
 from wipeagent.daemon import Agent, AgentSettings
 from wipeagent.errors import ConfigError
-from wipeagent.models import StationInfo
+from wipeagent.models import HandoffPolicy, StationInfo
 from wipeagent.platforms.android.driver import AndroidDriver, AndroidDriverSettings
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.session import EraseGate, Observer, allow_all
@@ -161,6 +161,7 @@ async def build_agent(
             ),
             destination=p.destination,
             operator=config.station.operator or os.environ.get("WIPEAGENT_OPERATOR"),
+            handoff=HandoffPolicy(p.handoff),
         ),
         clock=clock,
         gate=gate,

@@ -37,6 +37,11 @@ class PolicyConfig(_Section):
     allow_manual_reset: bool = True
     refuse_rooted: bool = False
     destination: Literal["reuse", "resale", "recycling"] = "resale"
+    # After a verified erase (docs/handoff.md): "restore" puts back what the erase method
+    # changed and turns USB debugging off last (verified, read back); "final_reset" has
+    # the technician reset the phone once more from Settings for an out-of-box state
+    # (technician-attested). iPhones: both record the state and forget this bench.
+    handoff: Literal["restore", "final_reset"] = "restore"
 
 
 class AndroidConfig(_Section):
@@ -91,6 +96,12 @@ class ControlConfig(_Section):
     group: str = "wipeagent"
     # Bench seconds a phone waits for a technician to confirm its erase (policy confirm).
     confirm_timeout_s: float = Field(default=3600.0, gt=0, le=86400)
+    # Bench seconds a phone that would not give its IMEI waits for the technician to scan
+    # or type it (then it goes on without one).
+    imei_timeout_s: float = Field(default=300.0, gt=0, le=86400)
+    # Bench seconds the technician has to do and confirm the final reset (handoff =
+    # "final_reset"); then the hand-off is recorded as failed.
+    final_reset_timeout_s: float = Field(default=1800.0, gt=0, le=86400)
 
 
 class UplinkConfig(_Section):

@@ -18,8 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from wipeagent.clock import Clock
-from wipeagent.errors import WipeAgentError
-from wipeagent.models import StationInfo
+from wipeagent.errors import DeviceGone, WipeAgentError
+from wipeagent.models import (
+    Canary,
+    CheckResult,
+    DeviceIdentity,
+    ErasePlan,
+    HandoffItem,
+    HandoffPolicy,
+    Platform,
+    Refusal,
+    StationInfo,
+)
 from wipeagent.platforms.base import ErasePolicy, PlatformDriver
 from wipeagent.session import (
     Certifier,
@@ -32,6 +42,7 @@ from wipeagent.session import (
 )
 from wipeagent.sources import DeviceSource, PhoneArrival, PhoneNotice, SourceEvent
 from wipeagent.store import Store
+from wipeagent.technician import NO_TECHNICIAN, Technician
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +51,68 @@ SOURCE_RESTART_MIN_S = 1.0
 SOURCE_RESTART_MAX_S = 60.0
 
 
+# Session states (last journaled step) from which a phone may be out of the bench's reach.
+UNREACHABLE_STATES = ("handoff_started", "handoff_last", "handoff", "outcome")
+
+
 @dataclass
 class AgentSettings:
     station: StationInfo
     policy: ErasePolicy
     destination: str = "resale"
     operator: str | None = None
+    handoff: HandoffPolicy = HandoffPolicy.RESTORE
+
+
+class _Unreachable:
+    """The driver of a session finished without its phone (see
+    DeviceSession.finish_unreachable): every question to the phone is DeviceGone."""
+
+    platform = Platform.ANDROID
+
+    def _gone(self) -> DeviceGone:
+        return DeviceGone("the phone is no longer reachable")
+
+    async def connect(self) -> None:
+        raise self._gone()
+
+    async def identify(self) -> DeviceIdentity:
+        raise self._gone()
+
+    async def diagnose(self, identity: DeviceIdentity) -> list[CheckResult]:
+        raise self._gone()
+
+    def plan_erase(self, identity: DeviceIdentity, diagnostics: list[CheckResult],
+                   policy: ErasePolicy) -> tuple[list[CheckResult], ErasePlan | Refusal]:
+        raise self._gone()
+
+    async def plant_canary(self) -> Canary:
+        raise self._gone()
+
+    async def start_erase(self, plan: ErasePlan) -> None:
+        raise self._gone()
+
+    async def await_return(self, expected: DeviceIdentity, plan: ErasePlan) -> DeviceIdentity:
+        raise self._gone()
+
+    async def verify(self, identity: DeviceIdentity, plan: ErasePlan,
+                     canary: Canary) -> list[CheckResult]:
+        raise self._gone()
+
+    async def hand_off(self, plan: ErasePlan) -> list[HandoffItem]:
+        raise self._gone()
+
+    async def finish_hand_off(self) -> HandoffItem | None:
+        raise self._gone()
+
+    async def reachable_with_bench_key(self, within_s: float) -> bool:
+        return False
+
+    async def wait_until_gone(self, timeout_s: float) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
 
 
 @dataclass
@@ -66,6 +133,7 @@ class Agent:
     clock: Clock
     gate: EraseGate = allow_all
     observer: Observer | None = None
+    technician: Technician = NO_TECHNICIAN
     results: list[SessionResult] = field(default_factory=list)
     running: dict[str, _Running] = field(default_factory=dict)
     # Sessions cancelled by a departure that have not finished unwinding yet. A phone
@@ -94,6 +162,8 @@ class Agent:
             destination=self.settings.destination,
             operator=self.settings.operator,
             observer=self.observer,
+            technician=self.technician,
+            handoff_policy=self.settings.handoff,
         )
 
     async def _run_one(self, key: str, session: DeviceSession,
@@ -162,6 +232,32 @@ class Agent:
         running = self.running.get(key)
         return running.session.driver if running is not None else None
 
+    async def finish_unreachable(self) -> None:
+        """Certify the sessions the agent left in their hand-off (or after it) when it
+        stopped: their phones have USB debugging off (or went through a final reset) and
+        will not come back over ADB, and a verified erase must not be left without its
+        certificate. A session still before its last hand-off step under policy restore
+        is left to its phone, which still answers and resumes it."""
+        for row in await self.store.sessions_in_states(UNREACHABLE_STATES):
+            steps = {r.step: r.data for r in await self.store.steps(row.id)}
+            if "handoff_started" not in steps:
+                continue  # an outcome without a hand-off: the phone comes back itself
+            if (row.state == "handoff_started"
+                    and steps["handoff_started"].get("policy") != "final_reset"):
+                continue
+            session = DeviceSession(
+                slot=row.slot, driver=_Unreachable(), store=self.store,
+                certifier=self.certifier, station=self.settings.station,
+                policy=self.settings.policy, clock=self.clock,
+                destination=self.settings.destination, operator=self.settings.operator,
+                observer=self.observer, session_id=row.id,
+                handoff_policy=self.settings.handoff)
+            try:
+                self.results.append(await session.finish_unreachable())
+            except WipeAgentError as exc:
+                log.error("[%s] could not finish session %s: %s", row.slot, row.id, exc)
+            self.completed += 1
+
     def _handle_safely(self, source: DeviceSource, event: SourceEvent) -> None:
         try:
             self.handle(event)
@@ -196,6 +292,7 @@ class Agent:
     async def run(self, *, until: Callable[[Agent], bool] | None = None
                   ) -> list[SessionResult]:
         """Run until cancelled, or until `until(agent)` holds while no session runs."""
+        await self.finish_unreachable()
         consumers = [asyncio.create_task(self._consume(s), name=f"source {s.name}")
                      for s in self.sources]
         try:

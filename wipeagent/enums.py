@@ -53,3 +53,37 @@ class CheckKind(StrEnum):
     PRECONDITION = "precondition"  # may the erase start?
     VERIFICATION = "verification"  # the sanitization technique ran to completion
     VALIDATION = "validation"  # the user data is no longer recoverable by the checked means
+
+
+class IdentifierSource(StrEnum):
+    """Where a phone's IMEIs came from (certificate `device.imei_source`)."""
+
+    PHONE = "phone"  # read from the phone (Android: iphonesubinfo; iOS: lockdown)
+    TECHNICIAN = "technician"  # scanned or typed by the technician at the bench
+
+
+class HandoffPolicy(StrEnum):
+    """What the bench does to a phone after its erase was verified (config policy.handoff)."""
+
+    # Put back what the erase method changed (Test Harness Mode's settings), read each
+    # value back, turn USB debugging off last. iPhones: forget this bench's pairing.
+    RESTORE = "restore"
+    # RESTORE's goal reached by a second, normal factory reset done by the technician
+    # (the phone in its out-of-box state: setup wizard, no ADB keys); technician-attested.
+    FINAL_RESET = "final_reset"
+
+
+class HandoffResult(StrEnum):
+    """What became of one hand-off item."""
+
+    RESTORED = "restored"  # changed to its out-of-box value and read back so
+    UNCHANGED = "unchanged"  # already at its out-of-box value (read)
+    NOT_RESTORABLE = "not_restorable"  # known to stay as it is (the shell cannot change it)
+    FAILED = "failed"  # tried, and the read-back (or the command) says it did not work
+    OBSERVED = "observed"  # a reading of the phone's state (nothing to restore)
+    ATTESTED = "attested"  # the technician says it was done; not verified by the agent
+
+
+class HandoffStatus(StrEnum):
+    COMPLETED = "completed"  # every item restored, unchanged, observed or as documented
+    FAILED = "failed"  # at least one item failed, or the hand-off could not be carried out

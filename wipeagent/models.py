@@ -17,12 +17,17 @@ from wipeagent.enums import (
     CheckKind,
     CheckStatus,
     EncryptionType,
+    HandoffPolicy,
+    HandoffResult,
+    HandoffStatus,
+    IdentifierSource,
     NistCategory,
     Outcome,
     Platform,
 )
 
 __all__ = [
+    "Booking",
     "Canary",
     "CheckKind",
     "CheckResult",
@@ -33,6 +38,12 @@ __all__ = [
     "EraseRecord",
     "Evidence",
     "Frozen",
+    "Handoff",
+    "HandoffItem",
+    "HandoffPolicy",
+    "HandoffResult",
+    "HandoffStatus",
+    "IdentifierSource",
     "NistCategory",
     "Outcome",
     "Platform",
@@ -49,6 +60,7 @@ class Frozen(BaseModel):
 
 
 Evidence = dict[str, str | int | float | bool | None]
+
 
 
 class CheckResult(Frozen):
@@ -73,6 +85,10 @@ class DeviceIdentity(Frozen):
     marketing_name: str = Field(default="", max_length=100)
     serial: str = Field(min_length=1, max_length=64)
     imeis: tuple[str, ...] = ()
+    # CDMA phones: the MEID (14 hex digits), as the phone reported it.
+    meid: str | None = Field(default=None, pattern=r"^[0-9A-F]{14}$")
+    # Where `imeis` came from; None while there are none.
+    imei_source: IdentifierSource | None = None
     udid: str | None = None
     os_name: str = Field(max_length=32)
     os_version: str = Field(max_length=32)
@@ -135,6 +151,46 @@ class EraseRecord(Frozen):
     ended_at: datetime | None = None
 
 
+
+
+class HandoffItem(Frozen):
+    """One setting or fact of the hand-off, with the values read and how."""
+
+    id: str = Field(pattern=r"^[a-z0-9_.]{1,64}$")
+    title: str = Field(max_length=200)
+    result: HandoffResult
+    before: str | None = Field(default=None, max_length=200)
+    after: str | None = Field(default=None, max_length=200)
+    method: str = Field(default="", max_length=500)
+    detail: str = Field(default="", max_length=500)
+
+
+
+class Handoff(Frozen):
+    """The hand-off step of a session whose erase was verified."""
+
+    policy: HandoffPolicy
+    status: HandoffStatus
+    started_at: datetime
+    ended_at: datetime
+    items: tuple[HandoffItem, ...] = ()
+    attested_by: str | None = Field(default=None, max_length=100)
+
+    @property
+    def failed(self) -> tuple[HandoffItem, ...]:
+        return tuple(i for i in self.items if i.result is HandoffResult.FAILED)
+
+
+class Booking(Frozen):
+    """The intake entry (platform booking) a phone matched."""
+
+    reference: str = Field(default="", max_length=100)
+    matched_by: str = Field(pattern=r"^(serial|imei)$")
+    identifier: str = Field(max_length=64)
+    source: str = Field(default="api", max_length=32)
+    added_by: str | None = Field(default=None, max_length=100)
+
+
 class StationInfo(Frozen):
     station_id: str
     site: str = ""
@@ -162,3 +218,5 @@ class SessionRecord(Frozen):
     category: NistCategory | None = None
     reasons: tuple[str, ...] = Field(default=(), description="why not erased")
     exceptions: tuple[str, ...] = Field(default=(), description="deviations from a clean erase")
+    handoff: Handoff | None = None
+    booking: Booking | None = None

@@ -92,3 +92,20 @@ def decide(plan: PlanLike, verification: Sequence[CheckLike]) -> Decision:
         exceptions.append(MANUAL_RESET_EXCEPTION)
     outcome = Outcome.ERASED_WITH_EXCEPTIONS if exceptions else Outcome.ERASED
     return Decision(outcome, plan.category, (), tuple(exceptions))
+
+
+HANDOFF_FAILED = "handoff_failed"
+
+
+def with_handoff(decision: Decision, failed: str | None) -> Decision:
+    """The outcome once the hand-off ran; `failed` says what failed in it (None: the
+    hand-off completed, or there was none). The erase claim (category, verification)
+    stays what verification established: a hand-off never upgrades it, and a failed
+    hand-off never hides. A failed hand-off of an erased phone makes it
+    erased_with_exceptions (the data is gone, but the phone is not in the promised
+    state); a not_erased phone gets no hand-off."""
+    if failed is None or decision.outcome is Outcome.NOT_ERASED:
+        return decision
+    exception = f"hand-off failed: {failed}"[:1000]
+    return Decision(Outcome.ERASED_WITH_EXCEPTIONS, decision.category, decision.reasons,
+                    (*decision.exceptions, exception), (*decision.codes, HANDOFF_FAILED))

@@ -54,7 +54,7 @@ from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig, load_config
 from wipeagent.daemon import Agent
 from wipeagent.errors import ConfigError, StoreError, WipeAgentError
-from wipeagent.models import DeviceIdentity, ErasePlan
+from wipeagent.models import DeviceIdentity, ErasePlan, HandoffPolicy
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.service.gctune import tune_gc
 from wipeagent.service.logs import EventLogger, setup_logging
@@ -251,6 +251,17 @@ def gate_for(config: AgentConfig, ctx: RunContext) -> EraseGate:
     )
 
 
+async def _handed_off_slots(store: Store) -> int:
+    """How many slots' latest session finished with a hand-off (for `run --once`)."""
+    latest = {row.slot: row for row in await store.sessions()}
+    count = 0
+    for row in latest.values():
+        if row.state in TERMINAL_STATES and any(
+                step.step == "handoff" for step in await store.steps(row.id)):
+            count += 1
+    return count
+
+
 def _check_sources(config: AgentConfig) -> None:
     if not (config.android.endpoints or config.usb.enabled or config.ios.enabled):
         raise ConfigError("no phones to watch: android.endpoints is empty and usb and ios "
@@ -267,6 +278,7 @@ def _apply_settings(agent: Agent, config: AgentConfig) -> None:
                            refuse_rooted=p.refuse_rooted),
         destination=p.destination,
         operator=config.station.operator or os.environ.get("WIPEAGENT_OPERATOR"),
+        handoff=HandoffPolicy(p.handoff),
     )
 
 
@@ -449,8 +461,11 @@ class Service:
                 loop.add_signal_handler(sig, handler)
                 stack.callback(loop.remove_signal_handler, sig)
             n = len(config.android.endpoints)
+            # A phone handed off before this start has USB debugging off: it will not
+            # answer, so its endpoint will not have a session (and needs none).
+            done = await _handed_off_slots(store) if self.once else 0
             until: Callable[[Agent], bool] | None = (
-                (lambda a: a.completed >= n) if self.once else None)
+                (lambda a: a.completed + done >= n) if self.once else None)
             agent_task = loop.create_task(agent.run(until=until), name="agent")
             interval = watchdog_interval()
             if interval is not None:

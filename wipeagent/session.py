@@ -1,7 +1,8 @@
 """DeviceSession: one phone's workflow as a journaled state machine.
 
-connect/identify -> diagnose -> plan (policy gate) -> confirm -> plant canary -> erase
--> await return (same identity) -> verify -> decide -> certify
+connect/identify -> [IMEI from the technician, booking] -> diagnose -> plan (policy gate)
+-> confirm -> plant canary -> erase -> await return (same identity) -> verify -> decide
+-> hand-off (erased phones) -> certify
 
 Every step's result is committed to the journal before the next step starts. A session
 whose erase began but was not verified ends NOT_ERASED, never "erased" (outcome.decide is
@@ -33,20 +34,29 @@ from wipeagent.errors import (
     WipeAgentError,
 )
 from wipeagent.models import (
+    Booking,
     Canary,
     CheckResult,
     DeviceIdentity,
     ErasePlan,
     EraseRecord,
+    Handoff,
+    HandoffItem,
+    HandoffPolicy,
+    HandoffResult,
+    HandoffStatus,
+    IdentifierSource,
     NistCategory,
     Outcome,
+    Platform,
     Refusal,
     SessionRecord,
     StationInfo,
 )
-from wipeagent.outcome import Decision, decide, not_erased
+from wipeagent.outcome import Decision, decide, not_erased, with_handoff
 from wipeagent.platforms.base import ErasePolicy, PlatformDriver
 from wipeagent.store import CertificateRow, Store
+from wipeagent.technician import NO_TECHNICIAN, Technician
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +121,37 @@ class _State:
     decision: Decision | None = None
     started_at: datetime | None = None
     operator: str | None = None  # who confirmed the erase (policy confirm)
+    entered_imeis: tuple[str, ...] | None = None  # scanned / typed by the technician
+    booking: Booking | None = None
+    handoff_started_at: datetime | None = None
+    # Journaled just before the last hand-off step (Android: USB debugging off).
+    handoff_last: list[HandoffItem] | None = None
+    handoff: Handoff | None = None
+
+    def current_identity(self) -> DeviceIdentity | None:
+        """The identity with what the technician added (IMEIs the phone would not give)."""
+        if self.identity is None or not self.entered_imeis or self.identity.imeis:
+            return self.identity
+        return self.identity.model_copy(update={
+            "imeis": self.entered_imeis, "imei_source": IdentifierSource.TECHNICIAN})
 
     def apply(self, step: str, data: dict[str, Any]) -> None:
         """Replay one journaled step."""
         if step == "identify":
             self.identity = DeviceIdentity.model_validate(data["identity"])
+        elif step == "imei_entered":
+            self.entered_imeis = tuple(data["imeis"])
+        elif step == "booked_in":
+            self.booking = Booking(
+                reference=data.get("reference", ""), matched_by=data["kind"],
+                identifier=data["identifier"], source=data.get("source", "api"),
+                added_by=data.get("added_by"))
+        elif step == "handoff_started":
+            self.handoff_started_at = datetime.fromisoformat(data["at"])
+        elif step == "handoff_last":
+            self.handoff_last = [HandoffItem.model_validate(i) for i in data["items"]]
+        elif step == "handoff":
+            self.handoff = Handoff.model_validate(data["handoff"])
         elif step == "diagnose":
             self.diagnostics = [CheckResult.model_validate(c) for c in data["checks"]]
         elif step == "plan":
@@ -165,6 +201,32 @@ async def _to_the_end(step: Coroutine[Any, Any, None]) -> None:
         raise
 
 
+# Bench seconds the agent watches a phone go away for its final reset, and probes it
+# afterwards. The technician's own deadline is the Technician's (control.final_reset_...).
+FINAL_RESET_WATCH_S = 3600.0
+FINAL_RESET_PROBE_S = 30.0
+
+
+def final_reset_instructions(slot: str) -> tuple[str, ...]:
+    """What the technician is asked to do under policy.handoff = "final_reset"."""
+    return (
+        "The erase is verified. Reset the phone once more for its next owner: Settings > "
+        "System > Reset options > Erase all data (factory reset), and confirm.",
+        "Do not set the phone up: leave it at the first screen of the setup wizard.",
+        f"Then confirm it: wipeagent handoff {slot} (or Final reset done on the bench "
+        "page).",
+    )
+
+
+def handoff_failures(handoff: Handoff | None) -> str | None:
+    """What failed in a hand-off, for the certificate's exception (None: nothing)."""
+    if handoff is None or handoff.status is not HandoffStatus.FAILED:
+        return None
+    what = "; ".join(f"{i.title}: {i.detail or i.result.value}" for i in handoff.failed[:6])
+    return (f"the phone may not be in the state the hand-off policy "
+            f"({handoff.policy.value}) promises ({what or 'see the hand-off section'})")
+
+
 def _dump(checks: list[CheckResult]) -> list[dict[str, Any]]:
     return [c.model_dump(mode="json") for c in checks]
 
@@ -188,6 +250,8 @@ class DeviceSession:
         observer: Observer | None = None,
         session_id: str | None = None,
         present_at_start: bool = False,
+        technician: Technician = NO_TECHNICIAN,
+        handoff_policy: HandoffPolicy = HandoffPolicy.RESTORE,
     ) -> None:
         self.slot = slot
         self.driver = driver
@@ -203,6 +267,9 @@ class DeviceSession:
         self.session_id = session_id or str(uuid.uuid4())
         # The phone was already plugged in when the agent (re)started (coldplug).
         self.present_at_start = present_at_start
+        self.technician = technician
+        self.handoff_policy = handoff_policy
+        self._handing_off = False
         self.state = _State()
         # The identity this run of the session read from the phone (not the journal's).
         self._identified: DeviceIdentity | None = None
@@ -211,8 +278,11 @@ class DeviceSession:
     @property
     def expects_departure(self) -> bool:
         """True while the phone is expected to vanish: between starting the erase and the
-        phone coming back."""
-        return self.state.erase is not None and self.state.returned is None
+        phone coming back, and during the hand-off (USB debugging goes off, a final reset
+        reboots the phone; a phone unplugged then fails its hand-off, which the
+        certificate says, instead of leaving the session waiting for it)."""
+        return (self.state.erase is not None and self.state.returned is None) \
+            or self._handing_off
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -314,18 +384,45 @@ class DeviceSession:
                 earlier = await self._already_certified(identity)
                 if earlier is not None:
                     return earlier
-
             if s.decision is None and s.erase is None:
-                decision = await self._before_erase(identity)
+                await self._complete_identity()
+                current = s.current_identity() or identity
+                decision = await self._before_erase(current)
                 if decision is not None:
                     return await self._finish(decision)
             if s.decision is None:
-                return await self._finish(await self._erase_and_verify())
+                decision = await self._erase_and_verify()
+                return await self._finish(await self._hand_off(decision))
             return await self._finish(s.decision)
         except (DeviceError, StoreError, ValidationError) as exc:
             return await self._fail(exc)
         except WipeAgentError as exc:
             return await self._fail(exc)
+
+    async def _complete_identity(self) -> None:
+        """Before the erase: the IMEIs a phone would not give, from the technician; the
+        intake booking that matches the phone (its reference goes into the certificate).
+        Each is journaled, so a resumed session does not ask again."""
+        s = self.state
+        identity = s.identity
+        assert identity is not None
+        if (identity.platform is Platform.ANDROID and not identity.imeis
+                and identity.meid is None and s.entered_imeis is None):
+            entered = await self.technician.enter_imeis(self, identity)
+            if entered is not None:
+                await self._journal("imei_entered", {
+                    "imeis": list(entered.imeis), "operator": entered.operator,
+                    "at": entered.at.isoformat()})
+                self._emit("identify", f"IMEI {', '.join(entered.imeis) or 'none'} entered "
+                                       f"by {entered.operator or 'the technician'}")
+        if s.booking is None:
+            current = s.current_identity() or identity
+            booking = await self.technician.booking(current)
+            if booking is not None:
+                await self._journal("booked_in", {
+                    "identifier": booking.identifier, "kind": booking.matched_by,
+                    "source": booking.source, "reference": booking.reference,
+                    "added_by": booking.added_by, "at": self.clock.now().isoformat()})
 
     async def _before_erase(self, identity: DeviceIdentity) -> Decision | None:
         """Diagnose, plan, gate and plant the canary; a Decision when the erase won't run."""
@@ -444,6 +541,151 @@ class DeviceSession:
                                          "seen": "after_restart"})
         await self._journal("verify", {"checks": _dump(checks)})
 
+    # -- hand-off ---------------------------------------------------------------------------
+
+    async def _hand_off(self, decision: Decision) -> Decision:
+        """After a verified erase, leave the phone in a state safe for its next owner
+        (policy.handoff; see docs/handoff.md) and record how. A hand-off that fails makes
+        the outcome erased_with_exceptions (outcome.with_handoff); the erase claim itself
+        stays what verification established. A not_erased phone gets no hand-off."""
+        s = self.state
+        if decision.outcome is Outcome.NOT_ERASED or s.plan is None or s.identity is None:
+            return decision
+        if s.handoff is None:
+            self._handing_off = True
+            try:
+                await self._run_hand_off(s.plan, s.identity)
+            finally:
+                self._handing_off = False
+        return with_handoff(decision, handoff_failures(s.handoff))
+
+    async def _run_hand_off(self, plan: ErasePlan, identity: DeviceIdentity) -> None:
+        s = self.state
+        policy = self.handoff_policy
+        if identity.platform is not Platform.ANDROID:
+            # An erased iPhone already is at Setup Assistant, unactivated: there is no
+            # second reset to make; the hand-off records its state and unpairs.
+            policy = HandoffPolicy.RESTORE
+        if s.handoff_started_at is None:
+            await self._journal("handoff_started", {"policy": policy.value,
+                                                    "at": self.clock.now().isoformat()})
+        items: list[HandoffItem] = []
+        attested_by: str | None = None
+        if s.handoff_last is not None:
+            # The agent stopped just before or after the last step. A phone that answered
+            # this run (it was identified) can still take it; otherwise nothing can
+            # confirm it now, so it is not claimed.
+            items = list(s.handoff_last)
+            last: HandoffItem | None = HandoffItem(
+                id="usb_debugging", title="USB debugging", result=HandoffResult.FAILED,
+                method="settings put global adb_enabled 0 (last)",
+                detail="sent, but the agent stopped before it could confirm it")
+            if self._identified is not None:
+                try:
+                    last = await self.driver.finish_hand_off()
+                except DeviceError as exc:
+                    self.log.warning("[%s] last hand-off step failed: %s", self.slot, exc)
+            if last is not None:
+                items.append(last)
+        else:
+            self._emit("handoff", f"hand-off ({policy.value})")
+            try:
+                if policy is HandoffPolicy.FINAL_RESET:
+                    items, attested_by = await self._final_reset(plan, identity)
+                else:
+                    items = await self._restore(plan)
+            except DeviceError as exc:
+                items.append(HandoffItem(
+                    id="handoff", title="Hand-off", result=HandoffResult.FAILED,
+                    method="-", detail=f"the hand-off could not be completed: {exc} "
+                                       f"({exc.hint})"[:500]))
+        failed = any(i.result is HandoffResult.FAILED for i in items)
+        handoff = Handoff(
+            policy=policy,
+            status=HandoffStatus.FAILED if failed else HandoffStatus.COMPLETED,
+            started_at=s.handoff_started_at or self.clock.now(), ended_at=self.clock.now(),
+            items=tuple(items), attested_by=attested_by)
+        await self._journal("handoff", {"handoff": handoff.model_dump(mode="json")})
+        self._emit("handoff", f"hand-off {handoff.status.value}: " + ", ".join(
+            f"{i.id} {i.result.value}" for i in items)[:300])
+
+    async def _restore(self, plan: ErasePlan) -> list[HandoffItem]:
+        """Put back, read back, journal, then the last step (after which the phone is out
+        of reach): a crash after the journal entry still has every reading."""
+        items = await self.driver.hand_off(plan)
+        await self._journal("handoff_last", {
+            "items": [i.model_dump(mode="json") for i in items],
+            "at": self.clock.now().isoformat()})
+        last = await self.driver.finish_hand_off()
+        return [*items, last] if last is not None else items
+
+    async def _final_reset(self, plan: ErasePlan, identity: DeviceIdentity
+                           ) -> tuple[list[HandoffItem], str | None]:
+        """Policy final_reset: the technician resets the phone from Settings once more
+        and says so. The agent sees the phone go away and stop answering this bench's
+        key; it cannot see the reset itself, so the item is `attested`, never verified,
+        and the erase claim stays the first, verified one. If the phone still answers
+        this bench afterwards (no reset, or no answer in time), the settings are put back
+        as under policy restore and the final reset is recorded as failed."""
+        self._emit("final_reset", "the erase is verified: reset the phone once more for its "
+                   "next owner", instructions=final_reset_instructions(self.slot))
+        watcher = asyncio.ensure_future(
+            self.driver.wait_until_gone(FINAL_RESET_WATCH_S))
+        try:
+            attestation = await self.technician.attest_final_reset(self, identity)
+        finally:
+            if not watcher.done():
+                watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        went_away = (watcher.done() and not watcher.cancelled()
+                     and watcher.exception() is None and bool(watcher.result()))
+        await self.driver.close()
+        answers = await self.driver.reachable_with_bench_key(FINAL_RESET_PROBE_S)
+        operator = attestation.operator if attestation else None
+        method = ("Settings > System > Reset options > Erase all data, by the technician; "
+                  "the agent watched the ADB connection and then tried this bench's key")
+        if attestation is not None and not answers:
+            item = HandoffItem(
+                id="final_reset", title="Final factory reset (technician)",
+                result=HandoffResult.ATTESTED, before="Test Harness Mode",
+                after="out-of-box (setup wizard)", method=method,
+                detail=(f"attested by {operator or 'the technician'} at "
+                        f"{attestation.at.isoformat(timespec='seconds')}; not verified by "
+                        "the agent: the phone " + ("left the bench's ADB connection and "
+                                                   if went_away else "")
+                        + "no longer answers this bench's key")[:500])
+            return [item], operator
+        reason = ("the technician confirmed it, but the phone still answers this bench's "
+                  "key: no reset took place" if attestation is not None and answers else
+                  "not confirmed by a technician in time")
+        items = [HandoffItem(
+            id="final_reset", title="Final factory reset (technician)",
+            result=HandoffResult.FAILED, method=method, detail=reason)]
+        if answers:
+            # The phone is still in the erase method's state: put the settings back.
+            items += await self._restore(plan)
+        return items, operator
+
+    async def finish_unreachable(self) -> SessionResult:
+        """Finish, without the phone, a session the agent left in (or after) its hand-off:
+        that phone will not be seen again over ADB, and its verified erase must still get
+        its certificate, with what the hand-off could not confirm recorded as failed.
+        The session id is the journal's."""
+        replayed = _State()
+        for row in await self.store.steps(self.session_id):
+            replayed.apply(row.step, row.data)
+        row_session = await self.store.session(self.session_id)
+        if row_session is not None:
+            replayed.started_at = datetime.fromisoformat(row_session.created_at)
+        self.state = replayed
+        if replayed.operator:
+            self.operator = replayed.operator
+        assert replayed.plan is not None
+        self._emit("resume", "finishing the session of a phone that is no longer reachable")
+        decision = replayed.decision or await self._hand_off(
+            decide(replayed.plan, replayed.verification))
+        return await self._finish(decision)
+
     async def _fail(self, exc: Exception) -> SessionResult:
         hint = exc.hint if isinstance(exc, WipeAgentError) else "set the phone aside"
         code = exc.code if isinstance(exc, WipeAgentError) else "bad_device_data"
@@ -473,7 +715,8 @@ class DeviceSession:
         decision = s.decision or decision
         record: SessionRecord | None = None
         certificate: CertificateRow | None = None
-        if s.identity is not None:
+        identity = s.current_identity()
+        if identity is not None:
             record = SessionRecord(
                 session_id=self.session_id,
                 slot=self.slot,
@@ -482,7 +725,7 @@ class DeviceSession:
                 destination=self.destination,
                 started_at=s.started_at or self.clock.now(),
                 ended_at=self.clock.now(),
-                identity=s.identity,
+                identity=identity,
                 diagnostics=tuple(s.diagnostics),
                 preconditions=tuple(s.preconditions),
                 erase=s.erase,
@@ -491,6 +734,8 @@ class DeviceSession:
                 category=decision.category,
                 reasons=decision.reasons,
                 exceptions=decision.exceptions,
+                handoff=s.handoff if decision.outcome is not Outcome.NOT_ERASED else None,
+                booking=s.booking,
             )
             certificate = await self.certifier.certify(record)
             await self._journal("certified", {"certificate_id": certificate.certificate_id,
@@ -498,6 +743,6 @@ class DeviceSession:
         else:
             await self._journal("ended", {"reason": "phone never identified"}, state="done")
         self._emit("done", decision.outcome.value, outcome=decision.outcome)
-        return SessionResult(self.session_id, self.slot, decision.outcome, s.identity,
+        return SessionResult(self.session_id, self.slot, decision.outcome, identity,
                              decision.reasons, decision.exceptions, certificate, record,
                              decision.codes)

@@ -336,6 +336,20 @@ class Store:
 
         return await self._run(read)
 
+    async def sessions_in_states(self, states: tuple[str, ...]) -> list[SessionRow]:
+        """Unfinished sessions whose last journaled step is one of `states`."""
+
+        def read(db: sqlite3.Connection) -> list[SessionRow]:
+            rows = db.execute(
+                "SELECT id, slot, serial, state, outcome, created_at, updated_at"
+                " FROM sessions WHERE state IN (SELECT value FROM json_each(?))"
+                " ORDER BY created_at",
+                (json.dumps(list(states)),),
+            ).fetchall()
+            return [SessionRow(*r) for r in rows]
+
+        return await self._run(read)
+
     async def unidentified_sessions(self, slot: str, exclude: str) -> list[SessionRow]:
         """Unfinished sessions on `slot` that never identified their phone: the agent
         stopped (crash, SIGTERM, unplug) before `identify` was journaled. Nothing can

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from wipeagent.models import (
+    Booking,
     CheckKind,
     CheckResult,
     CheckStatus,
@@ -16,6 +17,12 @@ from wipeagent.models import (
     EncryptionType,
     ErasePlan,
     EraseRecord,
+    Handoff,
+    HandoffItem,
+    HandoffPolicy,
+    HandoffResult,
+    HandoffStatus,
+    IdentifierSource,
     NistCategory,
     Outcome,
     Platform,
@@ -45,6 +52,7 @@ def android_identity(serial: str = "R58M1234ABC") -> DeviceIdentity:
         marketing_name="Galaxy S21 5G",
         serial=serial,
         imeis=("356789012345678", "356789012345679"),
+        imei_source=IdentifierSource.PHONE,
         os_name="Android",
         os_version="14",
         security_patch="2024-09-01",
@@ -64,6 +72,7 @@ def ios_identity() -> DeviceIdentity:
         marketing_name="iPhone 13 «测试» <i>&amp;",
         serial="F2LXK0AAAAAA",
         imeis=("353012345678901",),
+        imei_source=IdentifierSource.TECHNICIAN,
         udid="00008110-001A2B3C4D5E801E",
         os_name="iOS",
         os_version="17.5.1",
@@ -86,6 +95,37 @@ def check(
     )
 
 
+def restore_handoff(*, failed: bool = False) -> Handoff:
+    """A hand-off under policy restore (as the Android driver records one)."""
+    usb = HandoffItem(
+        id="usb_debugging", title="USB debugging",
+        result=HandoffResult.FAILED if failed else HandoffResult.RESTORED, before="1",
+        after=None if failed else "0", method="settings put global adb_enabled 0 (last)",
+        detail="the phone still answers ADB <b>" if failed else "USB debugging is off")
+    return Handoff(
+        policy=HandoffPolicy.RESTORE,
+        status=HandoffStatus.FAILED if failed else HandoffStatus.COMPLETED,
+        started_at=T0 + timedelta(minutes=8), ended_at=T0 + timedelta(minutes=8, seconds=40),
+        items=(
+            HandoffItem(id="stay_awake", title="Screen stays on while charging",
+                        result=HandoffResult.RESTORED, before="15", after="0",
+                        method="settings put global stay_on_while_plugged_in 0"),
+            HandoffItem(id="test_harness_mode", title="Test Harness Mode flag",
+                        result=HandoffResult.NOT_RESTORABLE, before="1", after="1",
+                        method="getprop persist.sys.test_harness",
+                        detail="stays 1 until the next factory reset"),
+            HandoffItem(id="bench_key", title="This bench's USB debugging key",
+                        result=HandoffResult.NOT_RESTORABLE, before="authorised",
+                        after="authorised", method="-"),
+            usb,
+        ),
+    )
+
+
+BOOKING = Booking(reference="TI-1042 <b>&amp;", matched_by="imei", identifier="356789012345678",
+                  source="platform")
+
+
 def erased_record(
     *,
     station_id: str = "bench-01",
@@ -94,6 +134,8 @@ def erased_record(
     verification: tuple[CheckResult, ...] | None = None,
     exceptions: tuple[str, ...] = (),
     session: str = "s-0001",
+    handoff: Handoff | None = None,
+    booking: Booking | None = BOOKING,
 ) -> SessionRecord:
     ident = identity or android_identity()
     plan = ErasePlan(
@@ -136,6 +178,8 @@ def erased_record(
         outcome=outcome,
         category=NistCategory.PURGE,
         exceptions=exceptions,
+        handoff=handoff if handoff is not None else restore_handoff(),
+        booking=booking,
     )
 
 

@@ -478,6 +478,19 @@ def generate(out: Path) -> dict[str, Any]:
     add("valid-v2-es256.jws", sign(st_p256, payload(version=2)), "ok", "root-p256.pem")
     add("valid-v2-not-erased-ios.jws",
         sign(st, payload(record=fx.not_erased_record(), version=2)), "ok")
+    failed_handoff = fx.erased_record(
+        outcome=fx.Outcome.ERASED_WITH_EXCEPTIONS, handoff=fx.restore_handoff(failed=True),
+        exceptions=("hand-off failed: USB debugging: the phone still answers ADB",))
+    add("valid-v2-handoff-failed.jws",
+        sign(st, payload(record=failed_handoff, version=2)), "ok")
+    silent = payload(version=2)
+    silent["handoff"] = payload(record=failed_handoff, version=2)["handoff"]
+    add("handoff-failed-but-erased.jws", sign(st, silent, validate=False),
+        "inconsistent_payload")
+    not_erased_handoff = payload(record=fx.not_erased_record(), version=2)
+    not_erased_handoff["handoff"] = payload(version=2)["handoff"]
+    add("handoff-on-not-erased.jws", sign(st, not_erased_handoff, validate=False),
+        "inconsistent_payload")
     unknown_version = payload(version=2)
     unknown_version["version"] = 3
     add("unknown-version.jws", sign(st, unknown_version, validate=False), "schema_invalid")

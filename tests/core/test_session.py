@@ -21,6 +21,8 @@ from wipeagent.models import (
     CheckStatus,
     DeviceIdentity,
     ErasePlan,
+    HandoffItem,
+    HandoffResult,
     NistCategory,
     Outcome,
     Platform,
@@ -52,6 +54,9 @@ class ScriptedDriver:
         self.plan: ErasePlan | Refusal = PLAN
         self.returned = IDENTITY
         self.verification = [ok("canary_gone"), ok("encryption", CheckKind.VERIFICATION)]
+        self.last = HandoffItem(id="usb_debugging", title="USB debugging",
+                                result=HandoffResult.RESTORED, before="1", after="0")
+        self.still_reachable = False
 
     def _step(self, name: str) -> None:
         self.calls.append(name)
@@ -87,6 +92,23 @@ class ScriptedDriver:
     async def verify(self, identity, plan, canary) -> list[CheckResult]:  # type: ignore[no-untyped-def]
         self._step("verify")
         return self.verification
+
+    async def hand_off(self, plan: ErasePlan) -> list[HandoffItem]:
+        self._step("hand_off")
+        return [HandoffItem(id="stay_awake", title="Screen stays on while charging",
+                            result=HandoffResult.RESTORED, before="15", after="0")]
+
+    async def finish_hand_off(self) -> HandoffItem | None:
+        self._step("finish_hand_off")
+        return self.last
+
+    async def reachable_with_bench_key(self, within_s: float) -> bool:
+        self._step("probe")
+        return self.still_reachable
+
+    async def wait_until_gone(self, timeout_s: float) -> bool:
+        self._step("gone")
+        return True
 
     async def close(self) -> None:
         self.calls.append("close")
@@ -128,7 +150,8 @@ async def test_happy_path_journals_every_step(store: Store) -> None:
     assert result.certificate is not None and result.certificate.sequence == 1
     steps = [s.step for s in await store.steps(session.session_id)]
     assert steps == ["identify", "diagnose", "plan", "canary", "erase_started", "returned",
-                     "verify", "outcome", "certified"]
+                     "verify", "handoff_started", "handoff_last", "handoff", "outcome",
+                     "certified"]
     assert driver.calls[-1] == "close"
     assert certifier.issued[0].category is NistCategory.PURGE
 

@@ -189,6 +189,32 @@ def _summary(checks: Sequence[dict[str, Any]]) -> dict[str, int]:
     return summary
 
 
+def _handoff(record: SessionRecord) -> dict[str, Any] | None:
+    """The hand-off after a verified erase (docs/certificate.md#hand-off), or None."""
+    handoff = record.handoff
+    if handoff is None:
+        return None
+    return {
+        "policy": handoff.policy.value,
+        "status": handoff.status.value,
+        "started_at": rfc3339(handoff.started_at),
+        "ended_at": rfc3339(handoff.ended_at),
+        "attested_by": handoff.attested_by,
+        "items": [{"id": i.id, "title": i.title, "result": i.result.value,
+                   "before": i.before, "after": i.after, "method": i.method,
+                   "detail": i.detail} for i in handoff.items[:32]],
+    }
+
+
+def _intake(record: SessionRecord) -> dict[str, Any] | None:
+    """The intake booking the phone matched (its reference links the platform's order)."""
+    booking = record.booking
+    if booking is None:
+        return None
+    return {"reference": booking.reference, "matched_by": booking.matched_by,
+            "identifier": booking.identifier, "source": booking.source}
+
+
 def build_payload(
     record: SessionRecord,
     *,
@@ -211,6 +237,8 @@ def build_payload(
             "marketing_name": ident.marketing_name,
             "serial": ident.serial,
             "imeis": list(ident.imeis),
+            "meid": ident.meid,
+            "imei_source": ident.imei_source.value if ident.imei_source else None,
             "udid": ident.udid,
             "os_name": ident.os_name,
             "os_version": ident.os_version,
@@ -271,6 +299,8 @@ def build_payload(
             "session_ended_at": rfc3339(record.ended_at),
         },
         "destination": record.destination,
+        "handoff": _handoff(record),
+        "intake": _intake(record),
         "chain": {
             "station_id": record.station.station_id,
             "sequence": sequence,
@@ -395,6 +425,7 @@ def check_consistency(payload: dict[str, Any]) -> None:
         payload["verification"]["checks"])
     if payload["locks"] != derive_locks(every, device["platform"] if device else None):
         problems.append("locks do not follow from the checks")
+    _check_handoff(payload, problems)
     chain = payload["chain"]
     if chain["station_id"] != custody["station_id"]:
         problems.append("chain.station_id differs from custody.station_id")
@@ -402,6 +433,30 @@ def check_consistency(payload: dict[str, Any]) -> None:
         problems.append("previous_hash must be null exactly for sequence 1")
     if problems:
         raise CertificateError("inconsistent_payload", "; ".join(problems)[:1000])
+
+
+def _check_handoff(payload: dict[str, Any], problems: list[str]) -> None:
+    """The hand-off rules (version 2): a hand-off follows a verified erase only; a failed
+    one is an exception (erased_with_exceptions), never a silent `erased`; its status
+    agrees with its items. IMEIs have a source and a source has IMEIs."""
+    device = payload.get("device")
+    if (isinstance(device, dict) and "imei_source" in device
+            and (device["imei_source"] is None) != (not device["imeis"])):
+        problems.append("device.imei_source is given exactly when there are IMEIs")
+    handoff = payload.get("handoff")
+    if handoff is None:
+        return
+    result = payload["outcome"]["result"]
+    if result == Outcome.NOT_ERASED:
+        problems.append("a hand-off follows a verified erase only (not for not_erased)")
+    failed = any(item["result"] == "failed" for item in handoff["items"])
+    if failed != (handoff["status"] == "failed"):
+        problems.append("handoff.status is failed exactly when one of its items failed")
+    if handoff["status"] == "failed" and result == Outcome.ERASED:
+        problems.append("a failed hand-off is an exception: erased_with_exceptions, not "
+                        "erased")
+    if parse_time(handoff["ended_at"]) < parse_time(handoff["started_at"]):
+        problems.append("the hand-off ended before it started")
 
 
 @cache

@@ -127,6 +127,96 @@ _TEXT: dict[str, dict[str, str]] = {
     "reuse": {"en": "reuse", "zh": "再利用"},
     "resale": {"en": "resale", "zh": "转售"},
     "recycling": {"en": "recycling", "zh": "回收"},
+    "meid": {"en": "MEID", "zh": "MEID"},
+    "imei_phone": {"en": "read from the phone", "zh": "从手机读取"},
+    "imei_technician": {"en": "entered by the technician", "zh": "由技术员录入"},
+    "booking": {"en": "Booking reference", "zh": "预约单号"},
+    "matched_by_serial": {"en": "matched by serial number", "zh": "按序列号匹配"},
+    "matched_by_imei": {"en": "matched by IMEI", "zh": "按 IMEI 匹配"},
+    "handoff": {"en": "Hand-off: the state the phone leaves in", "zh": "交付：手机离开时的状态"},
+    "handoff_none": {
+        "en": "No hand-off: the phone was not erased and stays with the bench.",
+        "zh": "无交付：手机未被清除，留在工位。",
+    },
+    "handoff_policy": {"en": "Hand-off", "zh": "交付方式"},
+    "policy_restore": {
+        "en": "settings put back and USB debugging turned off by the bench (each value read "
+              "back)",
+        "zh": "由工位恢复设置并关闭 USB 调试（每项均已回读）",
+    },
+    "policy_final_reset": {
+        "en": "a second factory reset by the technician (attested by the technician, not "
+              "verified by the bench)",
+        "zh": "由技术员再次恢复出厂设置（技术员确认，工位未验证）",
+    },
+    "handoff_completed": {"en": "completed", "zh": "已完成"},
+    "handoff_failed": {"en": "FAILED: see the exceptions above", "zh": "失败：见上方例外"},
+    "attested_by": {"en": "Attested by", "zh": "确认人"},
+    "r_restored": {"en": "done", "zh": "已完成"},
+    "r_unchanged": {"en": "already so", "zh": "原本如此"},
+    "r_not_restorable": {"en": "remains", "zh": "保持不变"},
+    "r_failed": {"en": "NOT DONE", "zh": "未完成"},
+    "r_observed": {"en": "observed", "zh": "观察到"},
+    "r_attested": {"en": "attested", "zh": "已确认"},
+}
+
+# What each hand-off item means for the next owner, in words a buyer understands:
+# (item id, result) -> sentence. Items without one are shown as "title: detail".
+_HANDOFF_TEXT: dict[tuple[str, str], dict[str, str]] = {
+    ("usb_debugging", "restored"): {
+        "en": "USB debugging turned off.", "zh": "已关闭 USB 调试。"},
+    ("bench_key", "not_restorable"): {
+        "en": "This bench's key is still known to the phone until its next reset; it "
+              "cannot be used while USB debugging is off.",
+        "zh": "在下次恢复出厂设置前，手机仍记得本工位的密钥；"
+              "USB 调试关闭时无法使用。"},
+    ("package_verifier", "restored"): {
+        "en": "Apps installed over USB are checked again (package verifier on).",
+        "zh": "通过 USB 安装的应用重新接受检查（已开启应用验证）。"},
+    ("automatic_updates", "restored"): {
+        "en": "Automatic system updates turned back on.", "zh": "已重新开启系统自动更新。"},
+    ("stay_awake", "restored"): {
+        "en": "The screen no longer stays on while charging.", "zh": "充电时屏幕不再保持常亮。"},
+    ("adb_key_expiry", "restored"): {
+        "en": "USB debugging authorisations expire again.", "zh": "USB 调试授权重新会过期。"},
+    ("location", "restored"): {
+        "en": "Location turned off; the owner turns it on.",
+        "zh": "已关闭位置信息，由新机主开启。"},
+    ("developer_options", "restored"): {
+        "en": "Developer options turned off.", "zh": "已关闭开发者选项。"},
+    ("lock_screen", "restored"): {
+        "en": "Lock screen turned back on (swipe); the owner sets a PIN.",
+        "zh": "已恢复锁屏（滑动解锁），由新机主设置密码。"},
+    ("setup_wizard", "not_restorable"): {
+        "en": "The setup wizard was skipped: the phone starts at its home screen and the "
+              "owner adds accounts in Settings.",
+        "zh": "已跳过开机向导：手机直接进入主屏幕，新机主在设置中添加账号。"},
+    ("test_harness_mode", "not_restorable"): {
+        "en": "Until its next factory reset the phone tells apps it is in Test Harness "
+              "Mode.",
+        "zh": "在下次恢复出厂设置前，手机会告诉应用它处于测试模式"
+              "（Test Harness Mode）。"},
+    ("auto_sync", "not_restorable"): {
+        "en": "Automatic account sync is off: the owner turns it on in Settings > Accounts.",
+        "zh": "账号自动同步已关闭：新机主可在“设置 > 账号”中开启。"},
+    ("final_reset", "attested"): {
+        "en": "Reset once more by the technician to its out-of-box state (setup wizard, "
+              "no USB debugging, no bench key); attested by the technician, not verified "
+              "by the bench.",
+        "zh": "技术员再次将手机恢复到出厂状态（开机向导、无 USB 调试、无工位密钥）；"
+              "由技术员确认，工位未验证。"},
+    ("setup_assistant", "observed"): {
+        "en": "At Setup Assistant: the owner sets the phone up from the start.",
+        "zh": "处于设置助理界面：新机主从头开始设置。"},
+    ("activation_state", "observed"): {
+        "en": "Activation as the phone reports it.", "zh": "手机报告的激活状态。"},
+    ("activation_lock", "observed"): {
+        "en": "Find My / Activation Lock as the phone itself reports it; only activation "
+              "proves Activation Lock is off.",
+        "zh": "“查找”/激活锁状态为手机自身的报告；只有激活才能证明激活锁已关闭。"},
+    ("bench_pairing", "restored"): {
+        "en": "This bench's pairing removed: the phone trusts no computer.",
+        "zh": "已移除与本工位的配对：手机不信任任何电脑。"},
 }
 
 
@@ -202,6 +292,26 @@ def _kv(rows: Sequence[tuple[str, Any]], st: _Styles) -> Table:
     return table
 
 
+def _handoff_rows(handoff: dict[str, Any] | None, lang: str) -> list[tuple[str, Any]]:
+    """The hand-off as rows: how, whether it completed, then one sentence per item."""
+    if handoff is None:
+        return [(_t("handoff_policy", lang), _t("handoff_none", lang))]
+    rows: list[tuple[str, Any]] = [
+        (_t("handoff_policy", lang), _t(f"policy_{handoff['policy']}", lang)),
+        (_t("status", lang), _t(f"handoff_{handoff['status']}", lang)),
+    ]
+    if handoff["attested_by"]:
+        rows.append((_t("attested_by", lang), handoff["attested_by"]))
+    for item in handoff["items"]:
+        sentence = _HANDOFF_TEXT.get((item["id"], item["result"]), {}).get(lang)
+        if sentence is None or item["result"] == "failed":
+            sentence = f"{item['title']}: {item['detail'] or item['result']}"
+        elif item["result"] == "observed" and item["after"]:
+            sentence = f"{sentence} [{item['after']}]"
+        rows.append((_t(f"r_{item['result']}", lang), sentence))
+    return rows
+
+
 def _word(value: str | None, lang: str) -> str:
     if value is None:
         return "-"
@@ -261,7 +371,10 @@ def render_pdf(
             (_t("model", lang), " / ".join(x for x in (dev["marketing_name"], dev["model"]) if x)),
             (_t("model_number", lang), dev["model_number"]),
             (_t("serial", lang), dev["serial"]),
-            (_t("imeis", lang), ", ".join(dev["imeis"]) or "-"),
+            (_t("imeis", lang), ", ".join(dev["imeis"]) + (
+                f" ({_t('imei_' + dev['imei_source'], lang)})"
+                if dev.get("imei_source") else "") or "-"),
+            *([(_t("meid", lang), dev["meid"])] if dev.get("meid") else []),
             *([(_t("udid", lang), dev["udid"])] if dev["udid"] else []),
             (_t("os", lang), f"{dev['os_name']} {dev['os_version']}"),
             (_t("capacity", lang), f"{cap / 1e9:.0f} GB ({cap} bytes)" if cap else "-"),
@@ -302,6 +415,10 @@ def render_pdf(
         checks,
     ]))
 
+    if p["version"] >= 2:
+        story.append(KeepTogether([_p(_t("handoff", lang), st.h),
+                                   _kv(_handoff_rows(p["handoff"], lang), st)]))
+
     locks = p["locks"]
     story.append(_p(_t("locks", lang), st.h))
     story.append(_kv([
@@ -321,6 +438,9 @@ def render_pdf(
         (_t("site", lang), cust["site"] or "-"),
         (_t("organisation", lang), cust["organisation"] or "-"),
         (_t("destination", lang), _word(p["destination"], lang)),
+        *([(_t("booking", lang), f"{p['intake']['reference'] or '-'} "
+            f"({_t('matched_by_' + p['intake']['matched_by'], lang)} "
+            f"{p['intake']['identifier']})")] if p.get("intake") else []),
         (_t("ledger", lang),
          f"#{p['chain']['sequence']}  prev {p['chain']['previous_hash'] or '-'}"),
         (_t("sha256", lang), cert.sha256),

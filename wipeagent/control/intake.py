@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wipeagent.control.bench import ControlError
+from wipeagent.identifiers import luhn_ok, valid_imei
 from wipeagent.models import DeviceIdentity
 from wipeagent.store import Store
 
@@ -56,15 +57,7 @@ class IntakeEntry:
                 "added_at": self.added_at}
 
 
-def luhn_ok(digits: str) -> bool:
-    """The IMEI check digit (Luhn)."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
+__all__ = ["IMEI", "SERIAL", "IntakeEntry", "IntakeList", "luhn_ok", "parse_entry"]
 
 
 def parse_entry(raw: object, *, source: str, added_by: str | None) -> IntakeEntry:
@@ -88,7 +81,7 @@ def parse_entry(raw: object, *, source: str, added_by: str | None) -> IntakeEntr
                                status=400)
         return IntakeEntry(value, "serial", source, reference, added_by)
     value = raw["imei"]
-    if not isinstance(value, str) or not IMEI.fullmatch(value) or not luhn_ok(value):
+    if not isinstance(value, str) or not valid_imei(value):
         raise ControlError("bad_intake", "imei: 15 digits with a valid check digit",
                            status=400)
     return IntakeEntry(value, "imei", source, reference, added_by)

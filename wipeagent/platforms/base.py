@@ -15,6 +15,7 @@ from wipeagent.models import (
     CheckResult,
     DeviceIdentity,
     ErasePlan,
+    HandoffItem,
     Platform,
     Refusal,
 )
@@ -78,6 +79,29 @@ class PlatformDriver(Protocol):
         self, identity: DeviceIdentity, plan: ErasePlan, canary: Canary
     ) -> list[CheckResult]:
         """Checks on the phone after the erase: verification and validation."""
+        ...
+
+    # -- hand-off (after a verified erase; see docs/handoff.md) ------------------------
+
+    async def hand_off(self, plan: ErasePlan) -> list[HandoffItem]:
+        """Put back what the erase method changed and read every value back (Android:
+        Test Harness Mode's settings; iOS: forget this bench's pairing, read the state),
+        everything except the last step. Items that cannot be put back are listed as
+        such. DeviceError when the phone stops answering."""
+        ...
+
+    async def finish_hand_off(self) -> HandoffItem | None:
+        """The last step, after which the bench cannot reach the phone (Android: USB
+        debugging off, confirmed by the phone no longer answering); None when there is
+        none (iOS)."""
+        ...
+
+    async def reachable_with_bench_key(self, within_s: float) -> bool:
+        """Does the phone still answer this bench's key (within `within_s` bench s)?"""
+        ...
+
+    async def wait_until_gone(self, timeout_s: float) -> bool:
+        """Wait until the phone stops answering (a reset started); False on timeout."""
         ...
 
     async def close(self) -> None:

@@ -279,6 +279,11 @@ class IosConnection:
             with contextlib.suppress(Exception):
                 await self.clock.wait_for(svc.close(), 5.0)
 
+    async def unpair(self) -> None:
+        """Ask the phone to forget this bench's pairing (lockdown Unpair)."""
+        with mapped_errors("Unpair", usbmuxd=self.address):
+            await self.clock.wait_for(self.client.unpair(), self.settings.command_timeout_s)
+
     async def call(self, what: str, aw: Any, timeout_s: float | None = None) -> Any:
         """Await one library call with the command timeout and error mapping."""
         with mapped_errors(what, usbmuxd=self.address):

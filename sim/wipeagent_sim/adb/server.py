@@ -104,6 +104,17 @@ class ListsAuthorisedKeys(Protocol):
         ...
 
 
+@runtime_checkable
+class StopsAdbd(Protocol):
+    """Optional backend extension: the phone turns USB debugging off by itself (`settings
+    put global adb_enabled 0`); adbd stops, so the server drops its connections when the
+    phone calls the handler it registered."""
+
+    def set_adb_off_handler(self, handler: Callable[[], None]) -> None:
+        """Register the call that drops every connection."""
+        ...
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """Bounds on what a client can make the server wait for or hold, in bench seconds."""
@@ -615,6 +626,8 @@ class AdbServer:
             log.warning("[sim-adb|%s] the banner advertises features this server does not "
                         "implement: %s", self.backend.serial, ", ".join(unsupported))
         self.backend.set_power_cycle_handler(self._on_power_cycle)
+        if isinstance(self.backend, StopsAdbd):
+            self.backend.set_adb_off_handler(self.drop_connections)
         await self._listen()
 
     async def wait_online(self, within: float) -> None:

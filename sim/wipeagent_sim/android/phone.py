@@ -28,7 +28,7 @@ import logging
 import os
 import posixpath
 import stat as statmod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -71,7 +71,7 @@ SYSTEM_BINARIES = (
     "sh", "toybox", "getprop", "setprop", "settings", "dumpsys", "pm", "cmd", "id", "whoami",
     "ls", "cat", "rm", "mkdir", "touch", "echo", "sha256sum", "stat", "test", "which",
     "locksettings", "wm", "uname", "df", "reboot", "dpm", "am", "true", "false", "grep",
-    "head", "wc",
+    "head", "wc", "service",
 )  # fmt: skip
 
 _ERRNO_TEXT = {
@@ -529,6 +529,9 @@ class SimAndroidPhone:
         self.su_path = dev.su_path
         self.adb_on = dev.adb_enabled
         self.setup_complete = True
+        # ContentResolver master sync (auto-sync of accounts); not a Settings value.
+        self.master_sync = True
+        self._adb_off_handler: Callable[[], None] | None = None
         # `locksettings verify` without the credential counts as a failed unlock attempt.
         self.failed_unlock_attempts = 0
         self.boot_count = dev.boot_count
@@ -553,6 +556,7 @@ class SimAndroidPhone:
             DeviceOwner(owner.package, owner.receiver, owner.name) if owner is not None else None
         )
         self.user_data_kb = profile.storage.user_data_kb
+        self.telephony = profile.telephony
         self.fs = SimFileSystem(self.sdk, now=1_700_000_000)
         self.fs.make_skeleton()
         self._load_files()
@@ -932,21 +936,45 @@ class SimAndroidPhone:
         self.persist_props = {"persist.sys.timezone": self.profile.device.timezone}
         self.boot_count = 1
         if keep_adb_keys:
-            # Test Harness Mode: keys restored from the persistent data block, setup skipped.
-            self.adb_on = True
-            self.setup_complete = True
-            self.lock_screen = "swipe"
-            self.persist_props["persist.sys.test_harness"] = "1"
-            self._reset_settings()
-            self.settings["global"]["package_verifier_include_adb"] = "0"
-            self.settings["global"]["stay_on_while_plugged_in"] = "7"
-            self.settings["global"]["ota_disable_automatic_update"] = "1"
+            self._test_harness_mode_setup()
         else:
             self._clear_keys()
             self.adb_on = False
             self.setup_complete = False
             self.lock_screen = "swipe"
+            self.master_sync = True
             self._reset_settings()
+
+    def _test_harness_mode_setup(self) -> None:
+        """What TestHarnessModeService applies after its reset, as each Android version
+        does it (frameworks/base .../testharness/TestHarnessModeService.java; the versions
+        read are listed in docs/handoff.md). setUpTestHarnessMode, before boot completes:
+        device provisioned and user setup complete (no setup wizard), the lock screen
+        disabled, persist.sys.test_harness=1. completeTestHarnessModeSetup, once booted:
+        the ADB keys written back (they were never deleted here), configureSettings and
+        configureUser below."""
+        self.setup_complete = True
+        self.lock_screen = "none"  # LockPatternUtils.setLockScreenDisabled(true)
+        self.persist_props["persist.sys.test_harness"] = "1"
+        self._reset_settings()
+        glob, secure = self.settings["global"], self.settings["secure"]
+        # configureSettings. Android 13+ leaves adb_enabled to AdbService, which turns ADB
+        # on while persist.sys.test_harness is 1: from the shell the setting reads the same.
+        self.adb_on = True
+        glob["adb_enabled"] = "1"
+        glob["adb_allowed_connection_time"] = "0"  # the bench's key never expires
+        glob["development_settings_enabled"] = "1"
+        if self.sdk >= 30:
+            glob["verifier_verify_adb_installs"] = "0"  # PACKAGE_VERIFIER_INCLUDE_ADB
+        else:
+            glob["package_verifier_enable"] = "0"  # PACKAGE_VERIFIER_ENABLE (Android 10)
+        # BatteryManager.BATTERY_PLUGGED_ANY: AC|USB|WIRELESS (7), and DOCK (15) since
+        # Android 14.
+        glob["stay_on_while_plugged_in"] = "15" if self.sdk >= 34 else "7"
+        glob["ota_disable_automatic_update"] = "1"
+        # configureUser: master sync off, location on.
+        self.master_sync = False
+        secure["location_mode"] = "3"
 
     # --- control API for the simulated technician and tests ---------------------------
 
@@ -955,8 +983,62 @@ class SimAndroidPhone:
         return self.schedule_power_cycle("testharness")
 
     def perform_manual_factory_reset(self) -> asyncio.Task[None]:
-        """Settings > System > Reset > Erase all data: wipes, forgets ADB keys, ADB off."""
+        """Settings > System > Reset > Erase all data: wipes, forgets ADB keys, ADB off.
+        ADB stops at once (the phone goes down); the power cycle does the rest."""
+        self.adb_on = False
         return self.schedule_power_cycle("factory_reset")
+
+    # --- settings with side effects (SettingsProvider observers) -----------------------
+
+    def put_setting(self, namespace: str, key: str, value: str | None) -> None:
+        """`settings put` (None: `settings delete`) and what the system does about it:
+        adb_enabled starts or stops adbd (AdbService), location_mode is location."""
+        table = self.settings[namespace]
+        if key in self.profile.quirks.frozen_settings:
+            return  # the write "succeeds" and changes nothing
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+        if namespace == "global" and key == "adb_enabled":
+            self.set_adb_enabled(value == "1")
+
+    def set_adb_enabled(self, enabled: bool) -> None:
+        """USB debugging on or off. Off stops adbd: connections drop once the current
+        reply has gone out (the handler the server registered)."""
+        was = self.adb_on
+        if not enabled and self.profile.quirks.adb_stays_on:
+            self.settings["global"]["adb_enabled"] = "0"
+            return  # the setting moves, adbd keeps running
+        self.adb_on = enabled
+        self.settings["global"]["adb_enabled"] = "1" if enabled else "0"
+        self._boot_runtime_props()
+        if was and not enabled and self._adb_off_handler is not None:
+            handler = self._adb_off_handler
+
+            async def stop_adbd() -> None:
+                await self.clock.sleep(POWER_CYCLE_DELAY)
+                handler()
+
+            task = asyncio.get_running_loop().create_task(stop_adbd())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def set_adb_off_handler(self, handler: Callable[[], None]) -> None:
+        """The server's way to drop its connections when adbd stops."""
+        self._adb_off_handler = handler
+
+    def set_lock_screen_disabled(self, disabled: bool) -> bool:
+        """`locksettings set-disabled`; False when a credential is set (not allowed)."""
+        if self.is_device_secure():
+            return False
+        self.lock_screen = "none" if disabled else "swipe"
+        self.settings["secure"]["lockscreen.disabled"] = "1" if disabled else "0"
+        return True
+
+    def set_location_enabled(self, enabled: bool) -> None:
+        """LocationManager.setLocationEnabledForUser (`cmd location set-location-enabled`)."""
+        self.settings["secure"]["location_mode"] = "3" if enabled else "0"
 
     def enable_usb_debugging(self) -> None:
         """The technician finishes setup, enables developer options and USB debugging."""
@@ -993,6 +1075,12 @@ class SimAndroidPhone:
     def user_files(self) -> dict[str, bytes]:
         """User files (shell-visible path -> contents)."""
         return self.fs.user_files()
+
+    def label_imeis(self) -> list[str]:
+        """The IMEIs printed on the box / SIM tray (what a technician would scan)."""
+        if self.telephony.label_imeis is not None:
+            return list(self.telephony.label_imeis)
+        return [i for i in self.telephony.device_ids if len(i) == 15 and i.isdigit()]
 
     def is_device_secure(self) -> bool:
         """KeyguardManager.isDeviceSecure(): a PIN, pattern or password is set."""

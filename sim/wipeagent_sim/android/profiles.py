@@ -25,6 +25,9 @@ Schema (every table rejects unknown keys, so a typo is an error naming the file 
     [[packages]]     name, system, enabled, path, version_code
     [device_owner]   package, receiver, name (an MDM / device-owner app)
     dirs = [...]     extra user directories; [[files]] path, content | size, mtime, mode
+    [telephony]      device_ids per SIM slot (IMEI or MEID, as getDeviceIdForPhone answers),
+                     answer = value | null | security_exception | no_service, label_imeis
+    [quirks]         frozen_settings (writes ignored), adb_stays_on
     [faults]         "service prefix" = malformed_packet | wrong_checksum |
                      oversized_payload | hang | disconnect
 """
@@ -206,6 +209,33 @@ class FileEntry(_Strict):
         return self
 
 
+class TelephonySection(_Strict):
+    """What the phone's telephony service (`iphonesubinfo`) answers about its identifiers.
+
+    `device_ids[i]` is what IPhoneSubInfo.getDeviceIdForPhone(i) returns for SIM slot i:
+    the IMEI of a GSM/LTE phone, the MEID (14 hex digits) of a CDMA one; a phoneId the
+    phone does not have is served as slot 0, as PhoneSubInfoController does. `answer`
+    makes the phone refuse (SecurityException), answer null, or have no telephony service
+    at all. `label_imeis` is what is printed on the box and SIM tray (what the technician
+    scans); by default the IMEIs among `device_ids`."""
+
+    device_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=4)
+    answer: Literal["value", "null", "security_exception", "no_service"] = "value"
+    label_imeis: list[Annotated[str, Field(pattern=r"^[0-9]{15}$")]] | None = Field(
+        default=None, max_length=4)
+
+
+class QuirksSection(_Strict):
+    """Phones that do not do what they are told (to test that the bench notices):
+    settings whose writes are silently ignored, an adbd that keeps running when
+    adb_enabled goes to 0."""
+
+    frozen_settings: list[Annotated[str, Field(pattern=r"^[a-z_.]{1,64}$")]] = Field(
+        default_factory=list)
+    adb_stays_on: bool = False
+
+
 class PhoneProfile(_Strict):
     """A whole profile file, validated."""
 
@@ -224,6 +254,9 @@ class PhoneProfile(_Strict):
     dirs: list[Annotated[str, Field(min_length=2, max_length=1000)]] = Field(default_factory=list)
     files: list[FileEntry] = Field(default_factory=list)
     faults: dict[str, FaultName] = Field(default_factory=dict)
+    # Without a [telephony] section the service exists but answers null (no IMEI known).
+    telephony: TelephonySection = TelephonySection(answer="null")
+    quirks: QuirksSection = QuirksSection()
 
 
 @dataclass(frozen=True)

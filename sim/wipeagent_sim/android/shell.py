@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from wipeagent_sim.adb.backend import ShellResult
+from wipeagent_sim.android import binder
 from wipeagent_sim.android.phone import (
     HEALTH_CODES,
     STATUS_CODES,
@@ -221,7 +222,7 @@ class AndroidShell:
             "true": self.cmd_true, "false": self.cmd_false, "uname": self.cmd_uname,
             "df": self.cmd_df, "reboot": self.cmd_reboot, "dpm": self.cmd_dpm,
             "su": self.cmd_su, "grep": self.cmd_grep, "head": self.cmd_head,
-            "wc": self.cmd_wc,
+            "wc": self.cmd_wc, "service": self.cmd_service,
         }  # fmt: skip
         self.builtins = {"echo", "test", "[", "true", "false"}
         self.last_status = 0
@@ -425,9 +426,11 @@ class AndroidShell:
         if verb == "get":
             io.print(table.get(key, "null"))
         elif verb == "put":
-            table[key] = args[3]
+            self.phone.put_setting(namespace, key, args[3])
         elif verb == "delete":
-            io.print(f"Deleted {1 if table.pop(key, None) is not None else 0} rows")
+            present = key in table
+            self.phone.put_setting(namespace, key, None)
+            io.print(f"Deleted {1 if present else 0} rows")
         return 0
 
     # --- services ----------------------------------------------------------------------
@@ -437,6 +440,7 @@ class AndroidShell:
         services: dict[str, Callable[[Io], None]] = {
             "battery": self._dump_battery, "account": self._dump_account,
             "device_policy": self._dump_device_policy, "diskstats": self._dump_diskstats,
+            "iphonesubinfo": self._dump_iphonesubinfo,
         }  # fmt: skip
         if not args or args[0] == "-l":
             io.print("Currently running services:")
@@ -449,6 +453,24 @@ class AndroidShell:
             return 0
         dump(io)
         return 0
+
+    def _dump_iphonesubinfo(self, io: Io) -> None:
+        io.out += binder.dumpsys_iphonesubinfo(self.phone).encode()
+
+    async def cmd_service(self, args: list[str], stdin: bytes, io: Io) -> int:
+        """service call SERVICE CODE [i32 N | s16 STR ...]; service check NAME."""
+        if args[:1] == ["call"]:
+            out, err, status = binder.service_call(self.phone, args[1:])
+            io.out += out.encode("utf-8", "surrogateescape")
+            io.err += err.encode()
+            return status
+        if args[:1] == ["check"] and len(args) > 1:
+            found = args[1] == "iphonesubinfo" and self.phone.telephony.answer != "no_service"
+            io.print(f"Service {args[1]}: {'found' if found else 'not found'}")
+            return 0
+        io.print("Usage: service [-h|-?]\n       service list\n       service check SERVICE\n"
+                 "       service call SERVICE CODE [i32 N | i64 N | f N | d N | s16 STR ] ...")
+        return 0 if not args else binder.SERVICE_ERROR
 
     def _dump_battery(self, io: Io) -> None:
         battery = self.phone.profile.battery
@@ -591,8 +613,23 @@ class AndroidShell:
             return await self.cmd_settings(rest, stdin, io)
         if service == "lock_settings":
             return await self.cmd_locksettings(rest, stdin, io)
+        if service == "location" and self.phone.sdk >= 30:
+            return self._location(rest, io)
         io.error(f"cmd: Can't find service: {service}")
         return CMD_NO_SERVICE
+
+    def _location(self, args: list[str], io: Io) -> int:
+        # LocationShellCommand (Android 11+): is-location-enabled, set-location-enabled.
+        if args[:1] == ["is-location-enabled"]:
+            io.print("true" if self.phone.settings["secure"].get("location_mode", "0") != "0"
+                     else "false")
+            return 0
+        if args[:1] == ["set-location-enabled"] and len(args) > 1 and args[1] in ("true",
+                                                                                  "false"):
+            self.phone.set_location_enabled(args[1] == "true")
+            return 0
+        io.error(f"Unknown command: {args[0] if args else ''}")
+        return FRAMEWORK_ERROR
 
     def _testharness(self, args: list[str], io: Io) -> int:
         # TestHarnessModeService.TestHarnessModeShellCommand.onCommand
@@ -612,10 +649,17 @@ class AndroidShell:
         return 0
 
     async def cmd_locksettings(self, args: list[str], stdin: bytes, io: Io) -> int:
-        """locksettings get-disabled | verify."""
+        """locksettings get-disabled | set-disabled true|false | verify."""
         verb = args[0] if args else ""
         if verb == "get-disabled":
             io.print("true" if self.phone.lock_screen == "none" else "false")
+            return 0
+        if verb == "set-disabled" and len(args) > 1 and args[1] in ("true", "false"):
+            # LockSettingsShellCommand.runSetDisabled: refused while a credential is set.
+            if not self.phone.set_lock_screen_disabled(args[1] == "true"):
+                io.print("Old password '' didn't match")
+                return FRAMEWORK_ERROR
+            io.print(f"Lock screen disabled set to {args[1]}")
             return 0
         if verb == "verify":
             if self.phone.is_device_secure():

@@ -120,7 +120,7 @@ def test_getprop_identity_pixel8() -> None:
     ident = identity_from_props(props, 118_000_000_000)
     assert (ident.manufacturer, ident.model, ident.serial) == ("Google", "Pixel 8",
                                                                "38151FDJH00A8Q")
-    assert ident.model_number == "shiba"
+    assert ident.model_number == "Pixel 8"  # the marketed model, not the codename
     assert ident.os_version == "14" and ident.security_patch == "2024-08-05"
     assert ident.encryption == EncryptionType.FILE_BASED
     assert ident.build_fingerprint.startswith("google/shiba/shiba:14/")

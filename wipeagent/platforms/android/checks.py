@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from wipeagent.models import CheckKind, CheckResult, CheckStatus, Evidence
 from wipeagent.platforms.android import commands as cmd
+from wipeagent.platforms.android.imei import Answer, PhoneIds
 from wipeagent.platforms.android.parse import (
     Accounts,
     Battery,
@@ -27,6 +28,7 @@ ACCOUNTS = "android.accounts"
 DEVICE_OWNER = "android.device_owner"
 LOCK_SCREEN = "android.lock_screen"
 FRP = "android.frp"
+PHONE_IDS = "android.identity.imei"
 
 MAGISK_PACKAGE = "com.topjohnwu.magisk"
 
@@ -60,6 +62,33 @@ def os_check(props: Props, sdk: int, release: str) -> CheckResult:
         f"Android {release} (API {sdk})",
         {"sdk": sdk, "release": release,
          "security_patch": props.text("ro.build.version.security_patch") or None},
+    )
+
+
+def phone_ids_check(ids: PhoneIds) -> CheckResult:
+    """What the phone said about its IMEI(s) / MEID. The identifiers themselves are in the
+    device identity (certificate `device`); this records how they were asked for."""
+    read = len(ids.imeis) + (1 if ids.meid else 0)
+    no_modem = Answer.NO_SERVICE.value in ids.answers
+    if read:
+        status = CheckStatus.PASS if not ids.rejected else CheckStatus.WARN
+        detail = (f"{len(ids.imeis)} IMEI(s)" + (", a MEID" if ids.meid else "")
+                  + " read from the phone")
+    elif no_modem:
+        status, detail = CheckStatus.INFO, "no telephony service: a device without a modem"
+    else:
+        # Not the phone's condition: the technician enters the IMEI. A value that failed
+        # its check digit is worth a warning (a misread, a blank or a rewritten IMEI).
+        status = CheckStatus.WARN if ids.rejected else CheckStatus.INFO
+        detail = ("the phone refused to give its IMEI" if ids.refused
+                  else "the phone did not give a valid IMEI")
+        detail += "; the technician scans or types it"
+    if ids.notes:
+        detail += " (" + "; ".join(ids.notes[:4]) + ")"
+    return make(
+        PHONE_IDS, "IMEI / MEID", status, ids.method, detail,
+        {"imeis_read": len(ids.imeis), "meid_read": ids.meid is not None,
+         "rejected_values": ids.rejected, "answers": ",".join(ids.answers) or None},
     )
 
 

@@ -21,6 +21,7 @@ from wipeagent.errors import (
     DeviceTimeout,
     IdentityMismatch,
     NotAuthorised,
+    ProtocolError,
 )
 from wipeagent.models import (
     Canary,
@@ -28,11 +29,14 @@ from wipeagent.models import (
     DeviceIdentity,
     EncryptionType,
     ErasePlan,
+    HandoffItem,
+    IdentifierSource,
     Platform,
     Refusal,
 )
-from wipeagent.platforms.android import checks, erase, verify
+from wipeagent.platforms.android import checks, erase, imei, verify
 from wipeagent.platforms.android import commands as cmd
+from wipeagent.platforms.android import handoff as ho
 from wipeagent.platforms.android.parse import (
     FINGERPRINT_RE,
     NAME_RE,
@@ -68,6 +72,8 @@ from wipeagent.transports.adb import (
 log = logging.getLogger(__name__)
 
 SU_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
+# Bench seconds to confirm USB debugging went off (the phone stops answering ADB).
+HANDOFF_PROBE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -130,9 +136,14 @@ def identity_from_props(props: Props, capacity_bytes: int | None = None) -> Devi
     release = props.get("ro.build.version.release", VERSION_RE)
     if not release:
         raise BadDeviceData("getprop: ro.build.version.release missing")
-    name = props.get("ro.product.name", TOKEN_RE)
     device = props.get("ro.product.device", TOKEN_RE)
     marketing = props.first(("ro.product.marketname", "ro.config.marketing_name"), NAME_RE)
+    # The marketed model number ("SM-S911B", "Pixel 8", "KB2003") is ro.product.model;
+    # ro.product.name / ro.product.device are codenames ("dm1qxxx", "shiba") that no buyer
+    # knows. Partition builds (Android 10+) may set it only on their own partition.
+    model_number = props.first(
+        ("ro.product.model", "ro.product.vendor.model", "ro.product.odm.model",
+         "ro.product.system.model", "ro.product.product.model"), NAME_RE)
     hardware_ids = {
         "serial": serial, "boot_serial": boot_serial,
         "hardware": props.get("ro.hardware", TOKEN_RE),
@@ -143,7 +154,7 @@ def identity_from_props(props: Props, capacity_bytes: int | None = None) -> Devi
         platform=Platform.ANDROID,
         manufacturer=manufacturer,
         model=model,
-        model_number=name or device,
+        model_number=model_number,
         marketing_name=marketing,
         serial=serial or boot_serial,
         os_name="Android",
@@ -156,6 +167,22 @@ def identity_from_props(props: Props, capacity_bytes: int | None = None) -> Devi
         ),
         hardware_ids={k: v for k, v in hardware_ids.items() if v},
     )
+
+
+def with_phone_ids(identity: DeviceIdentity, ids: imei.PhoneIds) -> DeviceIdentity:
+    """The identity with the IMEIs / MEID the phone reported (validated by `imei`). The
+    first IMEI joins the identifiers compared after the reset."""
+    imeis = tuple(ids.imeis[:4])
+    hardware_ids = dict(identity.hardware_ids)
+    if imeis:
+        hardware_ids["imei"] = imeis[0]
+    if ids.meid:
+        hardware_ids["meid"] = ids.meid
+    return identity.model_copy(update={
+        "imeis": imeis, "meid": ids.meid,
+        "imei_source": IdentifierSource.PHONE if imeis else None,
+        "hardware_ids": hardware_ids,
+    })
 
 
 def sdk_from_props(props: Props) -> int:
@@ -192,6 +219,8 @@ class AndroidDriver:
         self._props: Props | None = None
         # True from the erase until the phone is back: await_return watches the phone then.
         self._awaiting_return = False
+        self._ids: imei.PhoneIds | None = None
+        self._adb_before: str | None = None
 
     # ---------------------------------------------------------------- plumbing
 
@@ -279,11 +308,44 @@ class AndroidDriver:
         except (CommandFailed, BadDeviceData) as exc:
             log.warning("%s storage capacity unknown: %s", self._tag(), exc)
         identity = identity_from_props(props, capacity)
-        sdk_from_props(props)  # validated here so diagnose cannot meet a bad value first
+        # Validated here so diagnose cannot meet a bad value first.
+        sdk = sdk_from_props(props)
+        self._ids = await self._read_ids(sdk)
+        identity = with_phone_ids(identity, self._ids)
         self._props = props
         log.info("%s %s %s serial %s Android %s", self._tag(), identity.manufacturer,
                  identity.model, identity.serial, identity.os_version)
         return identity
+
+    async def _read_ids(self, sdk: int) -> imei.PhoneIds:
+        """IMEI(s) / MEID through `service call iphonesubinfo` (see `imei`), per SIM slot;
+        `dumpsys iphonesubinfo` on Android 5. A phone that refuses or answers nonsense
+        yields no IMEI (the technician enters it), never a session failure."""
+        ids = imei.PhoneIds()
+        queries = imei.imei_queries(sdk)
+        ids.method = "; ".join(f"{q.command} ({q.method})" for q in queries)
+        for query in queries:
+            out = await self._sh(query.command, check=False, max_bytes=imei.MAX_DUMP_BYTES)
+            what = "default phone" if query.slot is None else f"SIM slot {query.slot}"
+            try:
+                reply = imei.read_reply(out.stdout + out.stderr)
+            except BadDeviceData as exc:
+                reply = imei.Reply(imei.Answer.UNREADABLE, detail=str(exc)[:160])
+            ids.add(reply, what)
+            if reply.answer is imei.Answer.NO_SERVICE:
+                break
+        if sdk < 23 and not ids.imeis and ids.meid is None:
+            out = await self._sh(imei.DUMPSYS_IPHONESUBINFO, check=False,
+                                 max_bytes=imei.MAX_DUMP_BYTES)
+            ids.method += f"; {imei.DUMPSYS_IPHONESUBINFO}"
+            try:
+                ids.add(imei.read_dumpsys(out.stdout), imei.DUMPSYS_IPHONESUBINFO)
+            except BadDeviceData as exc:
+                ids.add(imei.Reply(imei.Answer.UNREADABLE, detail=str(exc)[:160]),
+                        imei.DUMPSYS_IPHONESUBINFO)
+        log.info("%s %d IMEI(s)%s read from the phone", self._tag(), len(ids.imeis),
+                 ", a MEID" if ids.meid else "")
+        return ids
 
     # ---------------------------------------------------------------- diagnose
 
@@ -297,6 +359,8 @@ class AndroidDriver:
         results: list[CheckResult] = [
             checks.os_check(props, sdk_from_props(props), identity.os_version)
         ]
+        if self._ids is not None:
+            results.append(checks.phone_ids_check(self._ids))
 
         async def battery() -> CheckResult:
             return checks.battery_check(
@@ -549,6 +613,123 @@ class AndroidDriver:
         results.append(verify.trust_state(bool(root.evidence.get("rooted")),
                                           bool(boot.evidence.get("unlocked"))))
         return results
+
+    # ---------------------------------------------------------------- hand-off
+
+    async def _read_setting(self, command: str) -> tuple[str | None, str]:
+        """A `settings get` value (None: unset), or ("", error) when it could not be read."""
+        try:
+            return parse_setting((await self._sh(command, max_bytes=4096)).stdout,
+                                 command), ""
+        except (CommandFailed, BadDeviceData) as exc:
+            return None, str(exc)[:200]
+
+    async def _lock_disabled(self) -> tuple[bool | None, str]:
+        try:
+            out = await self._sh(ho.LOCK_DISABLED_GET, max_bytes=4096)
+            return parse_bool(out.stdout, ho.LOCK_DISABLED_GET), ""
+        except (CommandFailed, BadDeviceData) as exc:
+            return None, str(exc)[:200]
+
+    async def hand_off(self, plan: ErasePlan) -> list[HandoffItem]:
+        """Put back each setting Test Harness Mode (or the technician's setup for a manual
+        reset) changed, then read every value back (`handoff` lists them and why). USB
+        debugging stays on: `finish_hand_off` turns it off last."""
+        props = self._props if self._props is not None else await self._props_now()
+        settings = ho.settings_for(sdk_from_props(props))
+        before = {s: await self._read_setting(s.get) for s in settings}
+        lock_before, _ = await self._lock_disabled()
+        errors: dict[ho.Setting, str] = {}
+        for setting in settings:
+            value, read_error = before[setting]
+            if value == setting.target and not read_error:
+                continue
+            out = await self._sh(setting.set, check=False, max_bytes=4096)
+            if out.exit_code not in (0, None):
+                errors[setting] = (f"`{setting.set}` failed with exit status "
+                                   f"{out.exit_code}: {_snippet(out.stderr or out.stdout)}")
+        lock_error = ""
+        if lock_before is not False:
+            out = await self._sh(ho.LOCK_ENABLE, check=False, max_bytes=4096)
+            if out.exit_code not in (0, None):
+                lock_error = f"`{ho.LOCK_ENABLE}` failed: {_snippet(out.stderr or out.stdout)}"
+        # Read everything back: what goes into the certificate is what the phone says now.
+        items: list[HandoffItem] = []
+        for setting in settings:
+            after, read_error = await self._read_setting(setting.get)
+            items.append(ho.setting_item(setting, before[setting][0], after,
+                                         errors.get(setting) or read_error))
+        lock_after, read_error = await self._lock_disabled()
+        items.append(ho.lock_screen_item(lock_before, lock_after, lock_error or read_error))
+        setup, _ = await self._read_setting(ho.SETUP_COMPLETE_GET)
+        items.append(ho.setup_item(setup))
+        harness = decode_text((await self._sh(ho.TEST_HARNESS_GET)).stdout,
+                              ho.TEST_HARNESS_GET).strip()[:16]
+        items.append(ho.test_harness_item(harness))
+        if plan.method_id == erase.METHOD_TESTHARNESS:
+            items.append(ho.AUTO_SYNC_ITEM)
+        items.append(ho.BENCH_KEY_ITEM)
+        self._adb_before, _ = await self._read_setting(ho.ADB_ENABLED_GET)
+        return items
+
+    async def finish_hand_off(self) -> HandoffItem | None:
+        """USB debugging off, last. adbd stops with the command, so its answer may be
+        lost; what counts is that the phone no longer answers this bench afterwards."""
+        before = self._adb_before
+        try:
+            await self._sh(ho.ADB_DISABLE, check=False, max_bytes=4096)
+        except (DeviceGone, DeviceTimeout) as exc:
+            log.info("%s no answer to %r (%s): adbd stopping", self._tag(), ho.ADB_DISABLE,
+                     type(exc).__name__)
+        await self.close()
+        answers = await self.reachable_with_bench_key(HANDOFF_PROBE_S)
+        detail = ("USB debugging is off: the phone no longer answers ADB" if not answers
+                  else "the phone still answers ADB with this bench's key")
+        return ho.adb_off_item(before, answers, detail)
+
+    async def reachable_with_bench_key(self, within_s: float) -> bool:
+        """Try to reach adbd with this bench's key until two attempts in a row find nobody
+        (False) or one gets in, or is asked to tap Allow (True: ADB is on), within
+        `within_s` bench seconds (False when the time runs out without an answer)."""
+        deadline = self.clock.monotonic() + within_s
+        misses = 0
+        while self.clock.monotonic() < deadline:
+            try:
+                conn = await connect_adb(
+                    self.endpoint, self.key, self.clock,
+                    connect_timeout_s=min(self.settings.connect_timeout_s, 5.0),
+                    auth_timeout_s=1.0)
+            except NotAuthorised:
+                return True  # adbd answers; a prompt waits on the phone's screen
+            except (DeviceGone, DeviceTimeout, ProtocolError):
+                misses += 1
+                if misses >= 2:
+                    return False
+            else:
+                await conn.close()
+                return True
+            await self.clock.sleep(min(self.settings.poll_interval_s,
+                                       max(0.0, deadline - self.clock.monotonic())))
+        return False
+
+    async def wait_until_gone(self, timeout_s: float) -> bool:
+        """Poll the open connection until the phone drops it (a reset reboots it)."""
+        deadline = self.clock.monotonic() + timeout_s
+        conn = self._conn
+        if conn is None or conn.closed:
+            try:
+                conn = await self._connection()
+            except (DeviceGone, DeviceTimeout, NotAuthorised, ProtocolError):
+                return True
+        while self.clock.monotonic() < deadline:
+            try:
+                await conn.shell(cmd.ALIVE, timeout_s=self.settings.command_timeout_s,
+                                 max_output_bytes=4096)
+            except (DeviceGone, DeviceTimeout, ProtocolError):
+                await self.close()
+                return True
+            await self.clock.sleep(self.settings.poll_interval_s)
+        return False
 
     async def close(self) -> None:
         """Release the connection. Never raises."""

@@ -27,9 +27,18 @@ from wipeagent.errors import (
     NotAuthorised,
     ProtocolError,
 )
-from wipeagent.models import Canary, CheckResult, DeviceIdentity, ErasePlan, Platform, Refusal
+from wipeagent.models import (
+    Canary,
+    CheckResult,
+    DeviceIdentity,
+    ErasePlan,
+    HandoffItem,
+    Platform,
+    Refusal,
+)
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.platforms.ios import checks
+from wipeagent.platforms.ios import handoff as ho
 from wipeagent.platforms.ios.parse import (
     ACTIVATION_RE,
     DiskUsage,
@@ -47,6 +56,7 @@ from wipeagent.transports.ios import (
     IosSettings,
     UsbmuxAddress,
     connect_ios,
+    delete_pair_record,
     load_pair_record,
     mapped_errors,
 )
@@ -348,6 +358,65 @@ class IosDriver:
                 raise
             log.warning("%s MCInstall unavailable: %s", self._tag(), exc)
         return parse_management(chaperone, cloud)
+
+    # ------------------------------------------------------------------ hand-off
+
+    async def hand_off(self, plan: ErasePlan) -> list[HandoffItem]:
+        """Record the state the phone leaves in (Setup Assistant, activation, Find My as
+        far as lockdown tells), then make it forget this bench (see ios.handoff)."""
+        conn = await self._connection()
+        values = await conn.refresh_values()
+        buddy = await self._domain("com.apple.PurpleBuddy")
+        fmip = await self._domain("com.apple.fmip")
+        items = [
+            ho.setup_item(boolean(buddy.get("SetupDone")) if buddy else None),
+            ho.activation_item(text(values, "ActivationState", ACTIVATION_RE)),
+            ho.activation_lock_item(boolean(fmip.get("IsAssociated")) if fmip else None),
+        ]
+        record = await asyncio.to_thread(load_pair_record, self.record_dir, self.udid)
+        try:
+            await conn.unpair()
+        except DeviceError as exc:
+            if isinstance(exc, DeviceGone | DeviceTimeout):
+                raise
+            items.append(ho.pairing_item(None, f"Unpair refused: {exc}"))
+            return items
+        await self.close()
+        rejected = await self._pairing_rejected(record)
+        await asyncio.to_thread(delete_pair_record, self.record_dir, self.udid)
+        items.append(ho.pairing_item(rejected))
+        return items
+
+    async def _pairing_rejected(self, record: dict[str, Any] | None) -> bool | None:
+        """StartSession with this bench's record: refused (True), accepted (False)."""
+        if not record:
+            return None
+        probe = await connect_ios(self.udid, self.address, self.record_dir, self.clock,
+                                  self.settings, pair=False, pair_record=record)
+        try:
+            return not probe.paired
+        finally:
+            await probe.close()
+
+    async def finish_hand_off(self) -> HandoffItem | None:
+        """Nothing left to switch off on an iPhone: unpairing was the last step."""
+        return None
+
+    async def reachable_with_bench_key(self, within_s: float) -> bool:
+        """Does the phone still accept this bench's pairing?"""
+        record = await asyncio.to_thread(load_pair_record, self.record_dir, self.udid)
+        if await self._listed() is not True or not record:
+            return False
+        return await self._pairing_rejected(record) is False
+
+    async def wait_until_gone(self, timeout_s: float) -> bool:
+        """Wait until usbmuxd no longer lists the phone."""
+        deadline = self.clock.monotonic() + timeout_s
+        while self.clock.monotonic() < deadline:
+            if await self._listed() is False:
+                return True
+            await self.clock.sleep(self.settings.poll_interval_s)
+        return False
 
     async def close(self) -> None:
         """Release the connection. Never raises."""

@@ -16,13 +16,15 @@ from importlib import resources
 from typing import Any
 
 from wipeagent.errors import BadDeviceData
-from wipeagent.models import DeviceIdentity, EncryptionType, Platform
+from wipeagent.identifiers import valid_imei, valid_meid
+from wipeagent.models import DeviceIdentity, EncryptionType, IdentifierSource, Platform
 
 PRODUCT_TYPE_RE = re.compile(r"^(?:iPhone|iPad|iPod)[0-9]{1,3},[0-9]{1,3}$")
 SERIAL_RE = re.compile(r"^[A-Z0-9]{8,20}$")
 VERSION_RE = re.compile(r"^[0-9]{1,3}(?:\.[0-9]{1,3}){0,3}$")
 BUILD_RE = re.compile(r"^[0-9A-Za-z]{3,16}$")
 IMEI_RE = re.compile(r"^[0-9]{15}$")
+MEID_RE = re.compile(r"^[0-9A-Fa-f]{14}$")
 MODEL_NUMBER_RE = re.compile(r"^[A-Z0-9]{1,16}$")
 REGION_RE = re.compile(r"^[A-Z0-9/]{1,8}$")
 HW_MODEL_RE = re.compile(r"^[A-Za-z0-9]{2,16}$")
@@ -81,9 +83,11 @@ def identity_from_values(values: dict[str, Any], capacity_bytes: int | None) -> 
     product_type = text(values, "ProductType", PRODUCT_TYPE_RE, required=True)
     serial = text(values, "SerialNumber", SERIAL_RE, required=True)
     version = text(values, "ProductVersion", VERSION_RE, required=True)
+    # A value failing its Luhn check digit is not an IMEI: it stays out of the identity.
     imeis = tuple(i for i in (text(values, "InternationalMobileEquipmentIdentity", IMEI_RE),
                               text(values, "InternationalMobileEquipmentIdentity2", IMEI_RE))
-                  if i)
+                  if i and valid_imei(i))
+    meid = text(values, "MobileEquipmentIdentifier", MEID_RE).upper()
     model_number = text(values, "ModelNumber", MODEL_NUMBER_RE)
     region = text(values, "RegionInfo", REGION_RE)
     hw_model = text(values, "HardwareModel", HW_MODEL_RE)
@@ -104,6 +108,8 @@ def identity_from_values(values: dict[str, Any], capacity_bytes: int | None) -> 
         marketing_name=marketing_names().get(product_type, ""),
         serial=serial,
         imeis=imeis,
+        meid=meid if valid_meid(meid) else None,
+        imei_source=IdentifierSource.PHONE if imeis else None,
         udid=udid,
         os_name="iOS" if product_type.startswith("iPhone") else "iPadOS",
         os_version=version,
