@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wipeagent.clock import Clock
 from wipeagent.errors import ConfigError
+from wipeagent.identifiers import luhn_ok
 from wipeagent_sim.ios import pki, services
 from wipeagent_sim.ios.profile import Profile, State
 from wipeagent_sim.ios.wire import ChannelClosed, PlistChannel, WireError
@@ -145,7 +146,9 @@ class SimIPhone:
         self.serial_number = "".join(chars[(num >> (5 * i)) % len(chars)] for i in range(12))
         mac = _derive(f"mac/{self.udid}", 5)
         self.wifi_address = "f0:" + ":".join(f"{(mac >> (8 * i)) & 0xFF:02x}" for i in range(5))
-        self.imei = f"35{_derive(f'imei/{self.udid}', 6) % 10**13:013d}"
+        # 14 digits (TAC + serial) and the Luhn check digit, as on a real phone.
+        body = f"35{_derive(f'imei/{self.udid}', 6) % 10**12:012d}"
+        self.imei = next(body + d for d in "0123456789" if luhn_ok(body + d))
         self.state: State = profile.state.model_copy()
         self.device_name = ident.device_name
         self.pairings: dict[str, pki.StoredPairing] = {}

@@ -25,7 +25,7 @@ VALUES: dict[str, Any] = {
     "SerialNumber": "GJ0P65Z7BYJH",
     "ProductVersion": "17.5.1",
     "BuildVersion": "21F90",
-    "InternationalMobileEquipmentIdentity": "355795429540288",
+    "InternationalMobileEquipmentIdentity": "355795429540285",
     "ModelNumber": "MGJ93",
     "RegionInfo": "LL/A",
     "HardwareModel": "D53gAP",
@@ -43,7 +43,7 @@ def test_identity_from_values() -> None:
     ident = identity()
     assert (ident.manufacturer, ident.model, ident.marketing_name) == (
         "Apple", "iPhone13,2", "iPhone 12")
-    assert ident.model_number == "MGJ93LL/A" and ident.imeis == ("355795429540288",)
+    assert ident.model_number == "MGJ93LL/A" and ident.imeis == ("355795429540285",)
     assert ident.encryption.value == "file_based"
     # The owner's device name is personal data: it is not part of the identity.
     assert "Alex" not in ident.model_dump_json()
