@@ -13,7 +13,8 @@ from wipeagent_sim.android.phone import SimAndroidPhone
 SPEED = 100.0  # bench seconds per real second: a 45 s reboot takes 0.45 s
 
 SETTINGS = AndroidDriverSettings(
-    connect_timeout_s=10, auth_timeout_s=30, command_timeout_s=20,
+    # Bench seconds: at SPEED 100 a command may take 0.6 s of a busy shared machine.
+    connect_timeout_s=10, auth_timeout_s=30, command_timeout_s=60,
     reboot_timeout_s=600, manual_reset_timeout_s=1800, poll_interval_s=2,
 )
 
