@@ -18,8 +18,8 @@ from wipeagent.certs.verify import check_sequence, verify_certificate
 from wipeagent.clock import Clock
 from wipeagent.models import Outcome
 from wipeagent.session import SessionResult
-from wipeagent.sources.usbmux import make_usbmux_source, slot_label
-from wipeagent_sim.demo import demo_config, ios_profiles
+from wipeagent.sources.usbmux import make_usbmux_source
+from wipeagent_sim.demo import demo_config, ios_profiles, ios_slot
 from wipeagent_sim.ios import SimIosBench
 
 PROFILES = {p.name: p for p in ios_profiles()}
@@ -37,14 +37,18 @@ async def run_ios_bench(tmp_path: Path, phones: list[str | Path], speed: float
     """Run the agent over simulated iPhones until every phone's session ended.
     Returns results by profile name, the state directory and the certificate payloads."""
     clock = Clock(speed)
-    async with SimIosBench(phones, clock=clock) as bench:
+    sysfs = tmp_path / "sysfs"
+    async with SimIosBench(phones, clock=clock, sysfs_root=sysfs) as bench:
         config = demo_config(tmp_path / "state", usbmuxd=bench.address)
         config = config.model_copy(update={"ios": config.ios.model_copy(
             update={"pair_timeout_s": 60, "reboot_timeout_s": 300})})
-        names = {slot_label(bench.usbmuxd.location(p.udid), p.udid): p.profile.name
-                 for p in bench.phones}
+        # Each phone's slot is its USB port's label in the configuration: the same before
+        # and after its erase reboot (a new USB address), so results map back by slot.
+        names = {ios_slot(bench, p.udid): p.profile.name for p in bench.phones}
+        assert len(names) == len(bench.phones)
         agent, store, _ = await build_agent(config, clock=clock)
-        agent.sources = [*agent.sources, make_usbmux_source(config, clock, config.state_path)]
+        agent.sources = [*agent.sources,
+                         make_usbmux_source(config, clock, config.state_path, sysfs=sysfs)]
         try:
             results = await agent.run(until=lambda a: a.completed >= len(names))
             sessions = await store.sessions()
@@ -86,6 +90,10 @@ async def test_every_ios_profile_ends_as_expected(tmp_path: Path) -> None:
     assert clean.identity is not None and clean.identity.udid is not None
     assert clean.certificate is not None
     by_udid = payloads
+    # The certificate names the slot the bench labels that USB port with, the same one the
+    # phone had before its erase reboot gave it a new USB address.
+    assert by_udid[clean.identity.udid]["custody"]["slot"] == clean.slot
+    assert clean.slot.startswith("iPhone ")
     locks = by_udid[clean.identity.udid]["locks"]
     assert locks["activation_lock"]["state"] == "inconclusive"
     assert locks["google_frp"]["state"] == "not_applicable"

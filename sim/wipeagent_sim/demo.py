@@ -37,13 +37,16 @@ from wipeagent.config import (
     IosConfig,
     PolicyConfig,
     StationConfig,
+    UsbConfig,
 )
 from wipeagent.session import SessionEvent, SessionResult
-from wipeagent.sources.usbmux import make_usbmux_source, slot_label
+from wipeagent.sources.usbmux import make_usbmux_source
+from wipeagent.usb.slots import SlotMap
 from wipeagent_sim.android.bench import SimBench
 from wipeagent_sim.android.phone import SimAndroidPhone
 from wipeagent_sim.android.profiles import list_profiles
 from wipeagent_sim.ios import SimIosBench, available_profiles, load_profile
+from wipeagent_sim.ios.usbmuxd import default_port
 
 if TYPE_CHECKING:
     from wipeagent.platform_service.demo import DemoPlatform
@@ -129,6 +132,17 @@ class SimulatedTechnician:
                 await self.clock.sleep(1)
 
 
+DEMO_PORTS = 16  # simulated iPhone USB ports with a slot label in the demo configuration
+
+
+def ios_slot(bench: SimIosBench, udid: str) -> str:
+    """The slot the agent gives a simulated iPhone: its port's label in the demo
+    configuration (sources/usbmux.py finds the port behind usbmuxd's LocationID)."""
+    port = bench.usbmuxd.port(udid)
+    assert port is not None
+    return SlotMap(demo_config(Path()).usb.slots).label(port)
+
+
 def demo_config(state_dir: Path, usbmuxd: str = "",
                 verification_url: str | None = None) -> AgentConfig:
     return AgentConfig(
@@ -144,6 +158,9 @@ def demo_config(state_dir: Path, usbmuxd: str = "",
         # does TLS handshakes (simulator and client in one process) slowly.
         ios=IosConfig(usbmuxd=usbmuxd, pair_timeout_s=120, command_timeout_s=120,
                       reboot_timeout_s=600),
+        # The simulated iPhones' USB ports, labelled as a bench's would be: an iPhone keeps
+        # its slot across re-plugs and its erase reboot (sources/usbmux.py).
+        usb=UsbConfig(slots={default_port(i): f"iPhone {i + 1}" for i in range(DEMO_PORTS)}),
         # A simulated bench signs under the auto-created development CA, on purpose; with
         # the platform service beside it, the QR codes link to its verification page.
         certificates=CertificateConfig(allow_development_pki=True,
@@ -239,16 +256,18 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
     by_slot: dict[str, DemoPhone] = {}
 
     ios_infos = [p for p in ios_profiles() if p.demo]
+    sysfs = out / "sims" / "sysfs"  # the simulated iPhones' USB devices, as sysfs shows them
 
     async with SimBench(profiles=[p.name for p in profiles], host="127.0.0.1", base_port=0,
                         state_dir=out / "sims", clock=clock) as bench, \
-            SimIosBench([p.name for p in ios_infos], clock=clock) as ios_bench:
+            SimIosBench([p.name for p in ios_infos], clock=clock,
+                        sysfs_root=sysfs) as ios_bench:
         for info, sim in zip(profiles, bench.phones, strict=True):
             slot = f"tcp:{sim.host}:{sim.port}"
             by_slot[slot] = DemoPhone(slot, info, sim.phone, f"{sim.host}:{sim.port}")
             rows[slot] = Row(slot, info)
         for ios_info, iphone in zip(ios_infos, ios_bench.phones, strict=True):
-            slot = slot_label(ios_bench.usbmuxd.location(iphone.udid), iphone.udid)
+            slot = ios_slot(ios_bench, iphone.udid)
             by_slot[slot] = DemoPhone(slot, ios_info, None, iphone.udid, "ios")
             rows[slot] = Row(slot, ios_info)
 
@@ -275,7 +294,8 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
         agent, store, certifier = await build_agent(
             config, clock=clock, observer=observe,
             extra_endpoints=[p.address for p in by_slot.values() if p.platform == "android"],
-            extra_sources=[make_usbmux_source(config, clock, config.state_path)],
+            extra_sources=[make_usbmux_source(config, clock, config.state_path,
+                                              sysfs=sysfs)],
         )
         link = None
         try:

@@ -32,7 +32,10 @@ from wipeagent.transports.ios import (
     connect_ios,
     load_pair_record,
 )
+from wipeagent.usb.ports import port_of
+from wipeagent.usb.slots import SlotMap
 from wipeagent_sim.ios import SimIosBench, pki
+from wipeagent_sim.ios.bench import PhoneSpec
 
 SPEED = 100.0
 SETTINGS = IosSettings(pair_timeout_s=30, command_timeout_s=20, poll_interval_s=1)
@@ -249,8 +252,9 @@ def test_attached_messages_are_validated() -> None:
              "ConnectionType": "USB"}
     att = parse_attached({"DeviceID": 4, "Properties": props})
     assert att.udid == "00008101-000A1B2C3D4E5F60"
-    assert slot_label(att.location, att.udid) == "usb:003:007"
-    assert slot_label(None, att.udid) == "ios:00008101-000"
+    assert att.location == (3 << 16) | 7  # bus 3, USB address 7
+    # No USB port found for it: a slot named after the phone (not its model's chip id).
+    assert slot_label(att.udid) == "ios:000A1B2C3D4E5F60"
     for bad in ("../../etc/passwd", "$(reboot)", "x" * 300, 42):
         with pytest.raises(UsbmuxWireError):
             parse_attached({"DeviceID": 1, "Properties": {**props, "SerialNumber": bad}})
@@ -263,22 +267,82 @@ async def _next(events: AsyncIterator[SourceEvent], clock: Clock) -> SourceEvent
 async def test_source_follows_attach_and_detach(tmp_path: Path) -> None:
     async with bench_of("clean") as (bench, address):
         clock = bench.clock
-        source = UsbmuxSource(address, lambda u: IosDriver(u, address, tmp_path, clock), clock)
+        source = UsbmuxSource(address, lambda u: IosDriver(u, address, tmp_path, clock), clock,
+                              sysfs=tmp_path / "no-sysfs")
         events = source.events()
         try:
             udid = bench.phones[0].udid
             first = await _next(events, clock)
             assert isinstance(first, PhoneArrival) and first.key == f"ios:{udid}"
-            assert first.slot == slot_label(bench.usbmuxd.location(udid), udid)
+            assert first.slot == slot_label(udid)  # no sysfs to find its port in
             assert isinstance(first.make_driver(), IosDriver)
             bench.unplug(udid)
             gone = await _next(events, clock)
             assert isinstance(gone, PhoneDeparture) and gone.key == first.key
+            assert gone.slot == first.slot
             bench.plug(udid)
             back = await _next(events, clock)
             assert isinstance(back, PhoneArrival) and back.key == first.key
         finally:
             await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_same_usb_port_same_slot_after_replug_and_reboot(tmp_path: Path) -> None:
+    """usbmuxd's LocationID is bus and USB address, new at every enumeration; the slot
+    follows the port the cable is in, with the bench's labels ([usb.slots])."""
+    sysfs = tmp_path / "sysfs"
+    phones = [PhoneSpec("clean", port="3-1.4"), PhoneSpec("clean", port="3-2.1")]
+    async with SimIosBench(phones, clock=Clock(SPEED), sysfs_root=sysfs) as bench:
+        clock = bench.clock
+        address = UsbmuxAddress.parse(bench.address)
+        source = UsbmuxSource(address, lambda u: IosDriver(u, address, tmp_path, clock), clock,
+                              slots=SlotMap({"3-1.4": "A4"}), sysfs=sysfs)
+        events = source.events()
+        try:
+            arrivals = [await _next(events, clock) for _ in range(2)]
+            slots = {e.key: e.slot for e in arrivals if isinstance(e, PhoneArrival)}
+            first, second = (f"ios:{p.udid}" for p in bench.phones)
+            # The labelled port shows its label, the other one its port path.
+            assert slots == {first: "A4", second: "usb-3-2.1"}
+            udid = bench.phones[0].udid
+            location = bench.usbmuxd.location(udid)
+            for change in ("replug", "reboot"):
+                if change == "replug":
+                    bench.unplug(udid)
+                    gone = await _next(events, clock)
+                    bench.plug(udid)
+                else:  # an erase: the phone leaves the bus and enumerates again
+                    bench.phone(udid).start_reboot()
+                    gone = await _next(events, clock)
+                assert isinstance(gone, PhoneDeparture) and gone.slot == "A4"
+                back = await _next(events, clock)
+                assert isinstance(back, PhoneArrival) and back.key == first
+                new_location = bench.usbmuxd.location(udid)
+                assert new_location != location  # another USB address ...
+                assert back.slot == "A4"  # ... the same port, the same slot
+                location = new_location
+            # A phone moved to another port takes that port's slot.
+            bench.usbmuxd.remove_phone(udid)
+            assert isinstance(await _next(events, clock), PhoneDeparture)
+            bench.usbmuxd.add_phone(bench.phones[0], "3-7.7")
+            moved = await _next(events, clock)
+            assert isinstance(moved, PhoneArrival) and moved.slot == "usb-3-7.7"
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+def test_a_device_that_took_the_address_is_not_the_phone(tmp_path: Path) -> None:
+    folder = tmp_path / "bus" / "usb" / "devices" / "1-2"
+    folder.mkdir(parents=True)
+    for name, value in (("busnum", "1"), ("devnum", "9"), ("serial", "OTHERDEVICE")):
+        (folder / name).write_text(value + "\n")
+    (tmp_path / "bus" / "usb" / "devices" / "usb1").mkdir()  # a root hub: never a port
+    assert port_of(1, 9, sysfs=tmp_path) == "1-2"
+    assert port_of(1, 9, serial="00008101-000A1B2C3D4E5F60", sysfs=tmp_path) is None
+    (folder / "serial").write_text("00008101000A1B2C3D4E5F60\n")
+    assert port_of(1, 9, serial="00008101-000A1B2C3D4E5F60", sysfs=tmp_path) == "1-2"
+    assert port_of(1, 10, sysfs=tmp_path) is None
+    assert port_of(1, 9, sysfs=tmp_path / "absent") is None
 
 
 async def test_source_reports_missing_usbmuxd_and_reconnects(tmp_path: Path) -> None:

@@ -5,6 +5,11 @@ because that client drops the attachment properties (LocationID, ConnectionType)
 reads packets of any announced length; here every packet is bounded and validated. The
 Listen request itself is built with pymobiledevice3's framing helper.
 
+An iPhone's slot is its USB port's, labelled by [usb.slots] like a USB Android phone's:
+LocationID is `(bus << 16) | USB address` on Linux (usbmuxd src/usb.c, usb_get_location),
+and the address changes at every re-plug and reboot, so the port is looked up in sysfs
+(wipeagent.usb.ports); the same port gives the same slot, and the certificate names it.
+
 When usbmuxd is not reachable the source says so once (a PhoneNotice with the command to
 start it) and reconnects with back-off; when usbmuxd restarts, every phone it had
 announced departs (its session pauses, resumable) and arrives again once re-announced.
@@ -31,6 +36,8 @@ from wipeagent.errors import ConfigError
 from wipeagent.platforms.ios.driver import IosDriver
 from wipeagent.sources import PhoneArrival, PhoneDeparture, PhoneNotice, SourceEvent
 from wipeagent.transports.ios import UDID_RE, USBMUXD_HINT, IosSettings, UsbmuxAddress
+from wipeagent.usb.ports import SYSFS, port_of
+from wipeagent.usb.slots import SlotMap
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +60,10 @@ class Attachment:
     connection_type: str
 
 
-def slot_label(location: int | None, udid: str) -> str:
-    """The technician-facing slot: the USB bus/device from LocationID (on Linux usbmuxd
-    encodes ``bus << 16 | address``, as lsusb shows it), else ``ios:<udid prefix>``."""
-    if location is not None and location > 0:
-        return f"usb:{location >> 16:03d}:{location & 0xFFFF:03d}"
-    return f"ios:{udid[:12]}"
+def slot_label(udid: str) -> str:
+    """The slot of an iPhone whose USB port cannot be found (no sysfs entry for its
+    LocationID): named after the phone, so at least a replug of the same phone keeps it."""
+    return f"ios:{udid.replace('-', '')[-16:]}"
 
 
 def parse_attached(message: dict[str, Any]) -> Attachment:
@@ -115,12 +120,34 @@ class UsbmuxSource:
     name = "usbmux"
 
     def __init__(self, address: UsbmuxAddress, make_driver: DriverMaker, clock: Clock, *,
-                 connect_timeout_s: float = 5.0, max_backoff_s: float = 30.0) -> None:
+                 connect_timeout_s: float = 5.0, max_backoff_s: float = 30.0,
+                 slots: SlotMap | None = None, sysfs: Path = SYSFS) -> None:
         self.address = address
         self.make_driver = make_driver
         self.clock = clock
         self.connect_timeout_s = connect_timeout_s
         self.max_backoff_s = max_backoff_s
+        # An iPhone's slot is its USB port's, as for Android phones on USB ([usb.slots]):
+        # LocationID is bus and address (new at every re-plug), sysfs gives the port.
+        self.slots = slots or SlotMap()
+        self.sysfs = sysfs
+        self._slots: dict[int, str] = {}  # DeviceID -> slot, while attached
+
+    def slot_for(self, att: Attachment) -> str:
+        """The slot of an attached iPhone: its USB port's label (configured, or
+        `usb-<port path>`), else `slot_label(udid)`. Found once per attachment."""
+        slot = self._slots.get(att.device_id)
+        if slot is None:
+            port = None
+            if att.location:
+                port = port_of(att.location >> 16, att.location & 0xFFFF, serial=att.udid,
+                               sysfs=self.sysfs)
+            if port is None:
+                log.info("[usbmuxd] no USB port found for %s (LocationID %s); slot named "
+                         "after the phone", att.udid, att.location)
+            slot = self.slots.label(port) if port is not None else slot_label(att.udid)
+            self._slots[att.device_id] = slot
+        return slot
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         a = self.address
@@ -169,7 +196,7 @@ class UsbmuxSource:
 
     def _arrival(self, att: Attachment) -> PhoneArrival:
         udid = att.udid
-        return PhoneArrival(key=f"ios:{udid}", slot=slot_label(att.location, udid),
+        return PhoneArrival(key=f"ios:{udid}", slot=self.slot_for(att),
                             make_driver=lambda: self.make_driver(udid),
                             description=f"iPhone {udid} ({att.connection_type})")
 
@@ -228,12 +255,13 @@ class UsbmuxSource:
                             continue
                         gone = attached.pop(device_id, None)
                         if gone is not None:
-                            yield PhoneDeparture(f"ios:{gone.udid}",
-                                                 slot_label(gone.location, gone.udid))
+                            yield PhoneDeparture(f"ios:{gone.udid}", self.slot_for(gone))
+                            self._slots.pop(device_id, None)
             except (OSError, TimeoutError, UsbmuxWireError) as exc:
                 log.warning("[usbmuxd] listen connection lost: %s", exc)
                 for att in attached.values():
-                    yield PhoneDeparture(f"ios:{att.udid}", slot_label(att.location, att.udid))
+                    yield PhoneDeparture(f"ios:{att.udid}", self.slot_for(att))
+                self._slots.clear()  # a restarted usbmuxd numbers its devices anew
                 if not warned:
                     warned = True
                     yield PhoneNotice(SOURCE_SLOT, f"lost usbmuxd at {self.address}; "
@@ -255,8 +283,11 @@ def ios_settings(config: AgentConfig) -> IosSettings:
                        reboot_timeout_s=i.reboot_timeout_s)
 
 
-def make_usbmux_source(config: AgentConfig, clock: Clock, state_dir: Path) -> UsbmuxSource:
-    """The usbmuxd source for an agent: pair records under `state_dir`/ios-pair-records."""
+def make_usbmux_source(config: AgentConfig, clock: Clock, state_dir: Path, *,
+                       sysfs: Path = SYSFS) -> UsbmuxSource:
+    """The usbmuxd source for an agent: pair records under `state_dir`/ios-pair-records,
+    slots from [usb.slots] by USB port (`sysfs`: where to look ports up; simulators keep
+    their own)."""
     try:
         address = UsbmuxAddress.parse(config.ios.usbmuxd)
     except ValueError as exc:
@@ -267,4 +298,5 @@ def make_usbmux_source(config: AgentConfig, clock: Clock, state_dir: Path) -> Us
     def make_driver(udid: str) -> IosDriver:
         return IosDriver(udid, address, records, clock, settings)
 
-    return UsbmuxSource(address, make_driver, clock)
+    return UsbmuxSource(address, make_driver, clock, slots=SlotMap(config.usb.slots),
+                        sysfs=sysfs)

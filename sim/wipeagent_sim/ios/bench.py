@@ -35,6 +35,8 @@ class PhoneSpec:
 
     profile: str | Path
     udid: str | None = None
+    # The USB port path it is plugged into ("3-1.2"); default: the next free one.
+    port: str | None = None
 
 
 class SimIosBench:
@@ -49,13 +51,16 @@ class SimIosBench:
         port: int = 0,
         socket_path: str | None = None,
         pair_record_dir: Path | None = None,
+        sysfs_root: Path | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self._specs = [p if isinstance(p, PhoneSpec) else PhoneSpec(p) for p in phones]
         self._host = host
         self._port = port
         self.socket_path = socket_path
-        self.usbmuxd = FakeUsbmuxd(self.clock, pair_record_dir=pair_record_dir)
+        self.sysfs_root = sysfs_root
+        self.usbmuxd = FakeUsbmuxd(self.clock, pair_record_dir=pair_record_dir,
+                                   sysfs_root=sysfs_root)
         self.phones: list[SimIPhone] = []
         self.tcp_address: tuple[str, int] | None = None
 
@@ -79,8 +84,8 @@ class SimIosBench:
         self.tcp_address = await self.usbmuxd.start_tcp(self._host, self._port)
         if self.socket_path:
             await self.usbmuxd.start_unix(self.socket_path)
-        for phone in self.phones:
-            self.usbmuxd.add_phone(phone)
+        for spec, phone in zip(self._specs, self.phones, strict=True):
+            self.usbmuxd.add_phone(phone, spec.port)
 
     async def close(self) -> None:
         """Stop the phones and the daemon."""

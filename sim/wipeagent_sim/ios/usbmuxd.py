@@ -27,6 +27,7 @@ import logging
 import os
 import plistlib
 import re
+import shutil
 import socket
 import stat
 import struct
@@ -72,10 +73,27 @@ COMMAND_IDLE_TIMEOUT = 3600.0
 """Bench seconds a command connection may sit idle before usbmuxd drops it."""
 
 
+SIM_BUS = 3
+"""The USB bus the simulated iPhones sit on (ports 3-1.1 ... 3-1.7, 3-2.1 ...)."""
+HUB_PORTS = 7
+MAX_ADDRESS = 127  # a USB address is 7 bits; 0 is the default address, 1 the root hub
+
+
+def default_port(index: int) -> str:
+    """The port path of the `index`-th phone added without one: seven-port hubs on
+    bus SIM_BUS."""
+    return f"{SIM_BUS}-{1 + index // HUB_PORTS}.{1 + index % HUB_PORTS}"
+
+
+def _bus_of(port: str) -> int:
+    return int(port.split("-", 1)[0])
+
+
 @dataclass
 class _Attachment:
     device_id: int
     location: int
+    port: str
 
 
 class _Listener:
@@ -103,14 +121,21 @@ class FakeUsbmuxd:
     """The usbmuxd daemon of a simulated bench. Add phones with `add_phone`."""
 
     def __init__(
-        self, clock: Clock, *, buid: str | None = None, pair_record_dir: Path | None = None
+        self, clock: Clock, *, buid: str | None = None, pair_record_dir: Path | None = None,
+        sysfs_root: Path | None = None,
     ) -> None:
         self.clock = clock
         self.buid = buid or str(uuid.uuid4()).upper()
         self.pair_record_dir = pair_record_dir
+        # With a directory: the kernel's view of the phones' USB devices, as sysfs shows it
+        # (<root>/bus/usb/devices/<port>/{busnum,devnum,serial,idVendor,idProduct}), so an
+        # agent can find the port behind a LocationID as it does on a real bench.
+        self.sysfs_root = sysfs_root
         self.phones: dict[str, SimIPhone] = {}
+        self.ports: dict[str, str] = {}  # UDID -> the USB port path it is plugged into
         self._attached: dict[str, _Attachment] = {}
         self._next_id = 1
+        self._last_address: dict[int, int] = {}  # bus -> the address it gave out last
         self._records: dict[str, bytes] = {}
         self._listeners: set[_Listener] = set()
         self._servers: list[asyncio.Server] = []
@@ -160,8 +185,15 @@ class FakeUsbmuxd:
 
     # --- devices ----------------------------------------------------------------------------
 
-    def add_phone(self, phone: SimIPhone) -> None:
-        """Put a phone on the bench (Attached now if it is plugged in and on)."""
+    def add_phone(self, phone: SimIPhone, port: str | None = None) -> None:
+        """Put a phone on the bench, in USB port `port` (a kernel port path such as
+        "3-1.2"; default: the next free one), Attached now if it is plugged in and on."""
+        taken = set(self.ports.values())
+        if port is None:
+            port = next(p for p in map(default_port, range(len(taken) + 1)) if p not in taken)
+        elif port in taken:
+            raise ValueError(f"USB port {port} already has a phone")
+        self.ports[phone.udid] = port
         self.phones[phone.udid] = phone
         phone.add_visibility_listener(self._visibility_changed)
         if phone.visible:
@@ -173,6 +205,7 @@ class FakeUsbmuxd:
         if phone is not None:
             phone.remove_visibility_listener(self._visibility_changed)
             self._detach(phone)
+            self.ports.pop(udid, None)
 
     def device_id(self, udid: str) -> int | None:
         """The usbmuxd DeviceID of an attached phone (a new one on every attach)."""
@@ -180,7 +213,8 @@ class FakeUsbmuxd:
         return att.device_id if att else None
 
     def location(self, udid: str) -> int | None:
-        """The LocationID announced for an attached phone (None when not attached)."""
+        """The LocationID announced for an attached phone (None when not attached):
+        (bus << 16) | USB address, new at every attach, like usbmuxd's."""
         att = self._attached.get(udid)
         return att.location if att else None
 
@@ -190,12 +224,30 @@ class FakeUsbmuxd:
         else:
             self._detach(phone)
 
+    def _address(self, bus: int) -> int:
+        """The next free USB address on `bus`, as the kernel hands them out (after the last
+        one given, wrapping, skipping those in use): a re-plugged phone gets a new one."""
+        used = {a.location & 0xFFFF for a in self._attached.values()
+                if a.location >> 16 == bus}
+        address = self._last_address.get(bus, 1)
+        for _ in range(MAX_ADDRESS):
+            address = address % MAX_ADDRESS + 1
+            if address > 1 and address not in used:
+                self._last_address[bus] = address
+                return address
+        raise RuntimeError(f"USB bus {bus} has no free address")
+
     def _attach(self, phone: SimIPhone) -> None:
         if phone.udid in self._attached:
             return
-        att = _Attachment(self._next_id, 0x01100000 + self._next_id)
+        port = self.ports[phone.udid]
+        bus = _bus_of(port)
+        # What usbmuxd reports on Linux: LocationID = (bus << 16) | USB address
+        # (usbmuxd src/usb.c, usb_get_location), not the port.
+        att = _Attachment(self._next_id, (bus << 16) | self._address(bus), port)
         self._next_id += 1
         self._attached[phone.udid] = att
+        self._write_sysfs(phone, att)
         log.info("[usbmuxd] Attached %s as %d", phone.udid, att.device_id)
         for listener in list(self._listeners):
             listener.push(self._attached_packet(listener.version, phone, att))
@@ -204,6 +256,7 @@ class FakeUsbmuxd:
         att = self._attached.pop(phone.udid, None)
         if att is None:
             return
+        self._remove_sysfs(att)
         log.info("[usbmuxd] Detached %s (%d)", phone.udid, att.device_id)
         for listener in list(self._listeners):
             if listener.version == MUX_VERSION_PLIST:
@@ -213,6 +266,36 @@ class FakeUsbmuxd:
                     MUX_VERSION_BINARY, MUX_MSG_DEVICE_REMOVE, 0, struct.pack("<I", att.device_id)
                 )
             listener.push(data)
+
+    def _sysfs_dir(self, port: str) -> Path | None:
+        if self.sysfs_root is None:
+            return None
+        return self.sysfs_root / "bus" / "usb" / "devices" / port
+
+    def _write_sysfs(self, phone: SimIPhone, att: _Attachment) -> None:
+        folder = self._sysfs_dir(att.port)
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        attributes = {
+            "busnum": f"{att.location >> 16}",
+            "devnum": f"{att.location & 0xFFFF}",
+            "idVendor": "05ac",
+            "idProduct": f"{phone.profile.identity.usb_product_id:04x}",
+            # The USB serial: a 24-digit UDID without its dash (usbmuxd adds it back).
+            "serial": phone.udid.replace("-", ""),
+        }
+        for name, value in attributes.items():
+            (folder / name).write_text(value + "\n", encoding="ascii")
+
+    def _remove_sysfs(self, att: _Attachment) -> None:
+        folder = self._sysfs_dir(att.port)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def port(self, udid: str) -> str | None:
+        """The USB port path the phone is plugged into (None if not on the bench)."""
+        return self.ports.get(udid)
 
     def _attached_plist(self, phone: SimIPhone, att: _Attachment) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from pymobiledevice3 import usbmux
 
 from wipeagent.clock import Clock
 from wipeagent_sim.ios import SimIosBench, remote_control, serve_forever
+from wipeagent_sim.ios.bench import PhoneSpec
 
 HDR = struct.Struct("<IIII")
 
@@ -103,6 +104,40 @@ async def test_listen_pushes_detach_and_attach_with_new_device_id(bench: SimIosB
     assert again["Properties"]["SerialNumber"] == udid  # type: ignore[index]
     assert again["DeviceID"] != first_id
     mux.close()
+
+
+async def test_location_id_is_bus_and_usb_address_like_usbmuxd(tmp_path: Path) -> None:
+    """usbmuxd on Linux reports LocationID = (bus << 16) | the USB address the kernel gave
+    the device (usbmuxd src/usb.c usb_get_location): a new address at every enumeration,
+    so the port behind it is only found in sysfs, which the simulator keeps too."""
+    sysfs = tmp_path / "sysfs"
+    async with SimIosBench([PhoneSpec("clean", port="3-2.5")], clock=Clock(100),
+                           sysfs_root=sysfs) as bench:
+        udid = bench.phones[0].udid
+        mux = await RawMux.open(bench)
+        mux.send_plist(1, {"MessageType": "Listen"})
+        await mux.recv_plist()
+        addresses = []
+        for _ in range(3):
+            _, attached = await mux.recv_plist()
+            assert attached["MessageType"] == "Attached"
+            location = attached["Properties"]["LocationID"]  # type: ignore[index]
+            assert isinstance(location, int) and location >> 16 == 3  # the bus
+            address = location & 0xFFFF
+            assert 1 < address <= 127
+            addresses.append(address)
+            device = sysfs / "bus" / "usb" / "devices" / "3-2.5"
+            assert (device / "busnum").read_text().strip() == "3"
+            assert (device / "devnum").read_text().strip() == str(address)
+            assert (device / "serial").read_text().strip() == udid.replace("-", "")
+            bench.unplug(udid)
+            _, detached = await mux.recv_plist()
+            assert detached["MessageType"] == "Detached"
+            assert not device.exists()  # gone from sysfs with the device
+            bench.plug(udid)
+        assert len(set(addresses)) == 3  # the same port, a new address every time
+        assert bench.usbmuxd.port(udid) == "3-2.5"
+        mux.close()
 
 
 async def test_connect_results(bench: SimIosBench) -> None:
