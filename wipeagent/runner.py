@@ -131,7 +131,9 @@ async def control_extension(ctx: RunContext) -> AsyncIterator[None]:
     installation without it runs only policy.erase = "auto" (gate_for refuses the rest)."""
     try:
         from wipeagent.control.bench import BenchState
+        from wipeagent.control.desk import BenchTechnician
         from wipeagent.control.gates import make_gate
+        from wipeagent.control.intake import IntakeList
         from wipeagent.control.server import ControlServer
     except ImportError as exc:
         log.info("control API not available (%s); policy.erase must be \"auto\"", exc)
@@ -143,13 +145,18 @@ async def control_extension(ctx: RunContext) -> AsyncIterator[None]:
     bench.attach(ctx.agent)
     ctx.observers.append(bench.observe)
     ctx.gate_factory = lambda config: make_gate(config, bench, ctx.store, ctx.clock)
+    technician = BenchTechnician(
+        bench, IntakeList(ctx.store), ctx.clock,
+        imei_timeout_s=ctx.config.control.imei_timeout_s,
+        final_reset_timeout_s=ctx.config.control.final_reset_timeout_s)
+    ctx.agent.technician = technician
 
     def on_reload(config: AgentConfig) -> None:
         bench.policy = config.policy.erase
 
     ctx.reload_hooks.append(on_reload)
     server = ControlServer(bench, ctx.store, ctx.config, metrics=ctx.metrics,
-                           delivery=ctx.delivery)
+                           delivery=ctx.delivery, technician=technician)
     await server.start()
     try:
         yield

@@ -17,7 +17,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from wipeagent_sim.demo import run_demo
 
     return asyncio.run(run_demo(Path(args.out), speed=args.speed, json_out=args.json,
-                                platform=args.platform or args.serve, serve=args.serve))
+                                platform=args.platform or args.serve, serve=args.serve,
+                                handoff=args.handoff))
 
 
 def _cmd_sim_android(args: argparse.Namespace) -> int:
@@ -85,6 +86,10 @@ def register(sub: Any) -> None:
     p.add_argument("--serve", action="store_true",
                    help="with --platform: keep the platform service up after the run, so the "
                    "printed link can be opened, until Ctrl-C")
+    p.add_argument("--handoff", choices=("restore", "final_reset"), default="restore",
+                   help="the hand-off after each verified erase (policy.handoff): the "
+                   "bench puts settings back and turns USB debugging off (restore), or the "
+                   "simulated technician resets each erased phone once more (final_reset)")
     p.set_defaults(handler=_cmd_demo)
 
     sim = sub.add_parser("sim", help="simulated phones").add_subparsers(

@@ -15,6 +15,7 @@ import asyncio
 import json
 import shutil
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,11 @@ from wipeagent.config import (
     StationConfig,
     UsbConfig,
 )
-from wipeagent.session import SessionEvent, SessionResult
+from wipeagent.control.intake import IntakeList, parse_entry
+from wipeagent.models import Booking, DeviceIdentity
+from wipeagent.session import DeviceSession, SessionEvent, SessionResult
 from wipeagent.sources.usbmux import make_usbmux_source
+from wipeagent.technician import Attestation, EnteredImeis
 from wipeagent.usb.slots import SlotMap
 from wipeagent_sim.android.bench import SimBench
 from wipeagent_sim.android.phone import SimAndroidPhone
@@ -108,13 +112,19 @@ class DemoPhone:
 
 
 class SimulatedTechnician:
-    """Does what a person at the bench does when the agent asks for a manual reset:
-    resets the phone from Settings, goes through setup, re-enables USB debugging and taps
-    Allow. Every delay goes through the bench clock."""
+    """Does what a person at the bench does when the agent asks (wipeagent.technician):
+    a guided manual reset (reset from Settings, setup, USB debugging, Allow); the IMEI of a
+    phone that will not give it (scanned from the box label); the final reset of policy
+    handoff = "final_reset" (reset from Settings, then confirm it). Bookings come from the
+    demo's intake list. Every delay goes through the bench clock."""
+
+    NAME = "demo-technician"
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.tasks: set[asyncio.Task[None]] = set()
+        self.phones: dict[str, SimAndroidPhone] = {}  # slot -> the simulated phone there
+        self.intake: IntakeList | None = None
 
     def on_manual_reset(self, phone: SimAndroidPhone) -> None:
         task = asyncio.get_running_loop().create_task(self._reset(phone))
@@ -131,6 +141,57 @@ class SimulatedTechnician:
             while not phone.accept_pending_authorisation():
                 await self.clock.sleep(1)
 
+    # -- wipeagent.technician.Technician ------------------------------------------------
+
+    async def enter_imeis(self, session: DeviceSession,
+                          identity: DeviceIdentity) -> EnteredImeis | None:
+        phone = self.phones.get(session.slot)
+        if phone is None:
+            return None
+        await self.clock.sleep(15)  # finds the box, scans the IMEI barcode
+        return EnteredImeis(tuple(phone.label_imeis()), self.NAME, self.clock.now())
+
+    async def booking(self, identity: DeviceIdentity) -> Booking | None:
+        if self.intake is None:
+            return None
+        entry = await self.intake.match(identity)
+        if entry is None:
+            return None
+        return Booking(reference=entry.reference, matched_by=entry.kind,
+                       identifier=entry.identifier, source=entry.source,
+                       added_by=entry.added_by)
+
+    async def attest_final_reset(self, session: DeviceSession,
+                                 identity: DeviceIdentity) -> Attestation | None:
+        phone = self.phones.get(session.slot)
+        if phone is None:
+            return None
+        await self.clock.sleep(20)  # reads the instructions, opens Settings
+        await phone.perform_manual_factory_reset()
+        await self.clock.sleep(5)  # sees the setup wizard's first screen, confirms
+        return Attestation(self.NAME, self.clock.now())
+
+
+# The demo's trade-in bookings (the platform's intake feed): phones booked in by IMEI, one
+# of them the phone that will not tell its IMEI (the technician's scan matches it).
+DEMO_BOOKINGS = (
+    ("pixel8-clean", "TI-1001"),
+    ("unencrypted", "TI-1002"),
+    ("rooted", "TI-1003"),
+)
+
+
+async def book_demo_phones(intake: IntakeList, phones: dict[str, SimAndroidPhone]) -> None:
+    """Fill the intake list with DEMO_BOOKINGS (by the IMEI on each box)."""
+    entries = []
+    for profile, reference in DEMO_BOOKINGS:
+        phone = phones.get(profile)
+        if phone is not None and phone.label_imeis():
+            entries.append(parse_entry({"imei": phone.label_imeis()[0],
+                                        "reference": reference},
+                                       source="platform", added_by=None))
+    await intake.replace_source("platform", entries)
+
 
 DEMO_PORTS = 16  # simulated iPhone USB ports with a slot label in the demo configuration
 
@@ -144,12 +205,13 @@ def ios_slot(bench: SimIosBench, udid: str) -> str:
 
 
 def demo_config(state_dir: Path, usbmuxd: str = "",
-                verification_url: str | None = None) -> AgentConfig:
+                verification_url: str | None = None,
+                handoff: str = "restore") -> AgentConfig:
     return AgentConfig(
         state_dir=str(state_dir),
         station=StationConfig(id=DEMO_STATION, site="Demo site", organisation="Demo Org",
                               operator="demo-technician"),
-        policy=PolicyConfig(erase="auto"),
+        policy=PolicyConfig.model_validate({"erase": "auto", "handoff": handoff}),
         android=AndroidConfig(
             connect_timeout_s=10, auth_timeout_s=30, command_timeout_s=30,
             reboot_timeout_s=300, manual_reset_timeout_s=900, poll_interval_s=2,
@@ -202,11 +264,14 @@ def check_expectation(profile: Expectation, result: SessionResult | None,
 
 async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = False,
                    console: Console | None = None, platform: bool = False,
-                   serve: bool = False) -> int:
+                   serve: bool = False, handoff: str = "restore",
+                   inspect: Callable[[SimBench], None] | None = None) -> int:
     """Run the simulated bench; with `platform`, the platform service runs beside it: the
     certificates' QR codes link to its verification page, every certificate is delivered
     to it (mutual TLS, idempotency keys), and the link of one phone is printed. With
-    `serve`, the service stays up after the run until interrupted (Ctrl-C / SIGTERM)."""
+    `serve`, the service stays up after the run until interrupted (Ctrl-C / SIGTERM).
+    `inspect` is called with the simulated Android bench after the run, before the phones
+    are switched off (tests look at the state the phones were left in)."""
     # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give it room.
     console = console or Console(width=None if Console().is_terminal else 120)
     await asyncio.to_thread(_fresh_output, out)
@@ -218,7 +283,7 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
             service = await stack.enter_async_context(
                 DemoPlatform(out / "state", Clock(speed), station_id=DEMO_STATION))
         code, link = await _run_bench(out, speed=speed, json_out=json_out, console=console,
-                                      platform=service)
+                                      platform=service, handoff=handoff, inspect=inspect)
         if service is not None and link is not None:
             if json_out:
                 console.print_json(json.dumps({"verification_link": link}))
@@ -247,7 +312,9 @@ async def _serve_until_interrupted(console: Console, url: str, json_out: bool) -
 
 
 async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Console,
-                     platform: DemoPlatform | None) -> tuple[int, str | None]:
+                     platform: DemoPlatform | None, handoff: str = "restore",
+                     inspect: Callable[[SimBench], None] | None = None
+                     ) -> tuple[int, str | None]:
     """(exit code, the verification link of one phone's certificate, if delivered)."""
     clock = Clock(speed)
     profiles = [p for p in list_profiles() if p.demo]
@@ -265,6 +332,7 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
         for info, sim in zip(profiles, bench.phones, strict=True):
             slot = f"tcp:{sim.host}:{sim.port}"
             by_slot[slot] = DemoPhone(slot, info, sim.phone, f"{sim.host}:{sim.port}")
+            technician.phones[slot] = sim.phone
             rows[slot] = Row(slot, info)
         for ios_info, iphone in zip(ios_infos, ios_bench.phones, strict=True):
             slot = ios_slot(ios_bench, iphone.udid)
@@ -290,13 +358,19 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
                                    f"{event.message}"))
 
         config = demo_config(out / "state", usbmuxd=ios_bench.address,
-                             verification_url=platform.verify_url if platform else None)
+                             verification_url=platform.verify_url if platform else None,
+                             handoff=handoff)
         agent, store, certifier = await build_agent(
             config, clock=clock, observer=observe,
             extra_endpoints=[p.address for p in by_slot.values() if p.platform == "android"],
             extra_sources=[make_usbmux_source(config, clock, config.state_path,
                                               sysfs=sysfs)],
         )
+        technician.intake = IntakeList(store)
+        await book_demo_phones(technician.intake,
+                               {p.name: s.phone for p, s in zip(profiles, bench.phones,
+                                                                 strict=True)})
+        agent.technician = technician
         link = None
         try:
             if console.is_terminal and not json_out:
@@ -317,6 +391,8 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
                           if r.certificate_id in held and r.outcome == "erased"]
                 if erased:
                     link = platform.link(erased[0])
+            if inspect is not None:
+                inspect(bench)
         finally:
             await store.close()
 

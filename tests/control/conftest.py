@@ -82,10 +82,11 @@ class Harness:
         return entry
 
 
-def config_for(state: Path, socket: Path, policy: str, confirm_timeout_s: float) -> AgentConfig:
+def config_for(state: Path, socket: Path, policy: str, confirm_timeout_s: float,
+               handoff: str = "restore") -> AgentConfig:
     config = demo_config(state)
     return config.model_copy(update={
-        "policy": config.policy.model_copy(update={"erase": policy}),
+        "policy": config.policy.model_copy(update={"erase": policy, "handoff": handoff}),
         "android": config.android.model_copy(update={"command_timeout_s": 20,
                                                      "reboot_timeout_s": 200}),
         "control": ControlConfig(socket=str(socket), group="",
@@ -97,13 +98,13 @@ def config_for(state: Path, socket: Path, policy: str, confirm_timeout_s: float)
 async def _control_bench(tmp_path: Path, profiles: list[str], *, policy: str = "confirm",
                         confirm_timeout_s: float = 3600,
                         metrics: Callable[[], str] | None = None,
-                        start: bool = True) -> AsyncIterator[Harness]:
+                        start: bool = True, handoff: str = "restore") -> AsyncIterator[Harness]:
     """Phones, agent (with make_gate's gate), ControlServer and a connected client."""
     clock = Clock(SPEED)
     # A unix socket path must stay under ~107 bytes; pytest's tmp_path can be longer.
     with tempfile.TemporaryDirectory(prefix="wac-") as short:
         config = config_for(tmp_path / "state", Path(short) / "control.sock", policy,
-                            confirm_timeout_s)
+                            confirm_timeout_s, handoff)
         bench = BenchState(clock, station_id=config.station.id, policy=policy)
         async with SimBench(profiles=profiles, state_dir=tmp_path / "sims", clock=clock) as sim:
             slots = {p.profile: f"tcp:{p.host}:{p.port}" for p in sim.phones}
@@ -114,6 +115,8 @@ async def _control_bench(tmp_path: Path, profiles: list[str], *, policy: str = "
             agent.gate = make_gate(config, bench, store, clock)
             bench.attach(agent)
             server = ControlServer(bench, store, config, metrics=metrics)
+            # What sessions ask of people (IMEIs, final resets) waits on the API.
+            agent.technician = server.technician
             await server.start()
             harness: Harness | None = None
             try:

@@ -1,5 +1,5 @@
-"""`wipeagent status | confirm | abort | login | logout`: the technician's commands, over
-the control API's unix socket.
+"""`wipeagent status | confirm | abort | login | logout | intake | handoff`: the
+technician's commands, over the control API's unix socket.
 
 The socket is `--socket PATH`, else $WIPEAGENT_CONTROL_SOCKET, else `control.socket` from
 `--config` (default /etc/wipeagent/agent.toml, when readable), else
@@ -135,6 +135,51 @@ async def _logout(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _intake(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        if args.intake_command == "list":
+            entries = await client.intake()
+            if args.json:
+                print(json.dumps(entries, indent=2, sort_keys=True))
+                return 0
+            for e in entries:
+                print(f"{e['kind']:<6} {e['identifier']:<20} {e['reference'] or '-':<24} "
+                      f"{e['source']} {e['added_at']}")
+            print(f"{len(entries)} phone(s) booked in")
+            return 0
+        if args.intake_command == "add":
+            entry = {"imei": args.imei} if args.imei else {"serial": args.serial}
+            if args.reference:
+                entry["reference"] = args.reference
+            await client.add_intake([entry])
+            print(f"booked in: {next(iter(entry.values()))}"
+                  + (f" (reference {args.reference})" if args.reference else ""))
+            return 0
+        if args.intake_command == "remove":
+            await client.remove_intake(args.identifier)
+            print(f"removed: {args.identifier}")
+            return 0
+        # imei: the IMEI(s) of a phone on a slot that would not give them itself.
+        slot = await client.call("GET", f"/slots/{_quote(args.slot)}")
+        done = await client.enter_imeis(args.slot, [] if args.none else args.imeis,
+                                        session_id=slot.get("session_id"),
+                                        serial=(slot.get("phone") or {}).get("serial"))
+        print(f"{args.slot}: IMEI {', '.join(done['imeis']) or 'none'} entered by "
+              f"{done['entered_by']} for serial {done['serial']}")
+        return 0
+
+
+async def _handoff(args: argparse.Namespace) -> int:
+    async with ControlClient(socket_path(args)) as client:
+        slot = await client.call("GET", f"/slots/{_quote(args.slot)}")
+        done = await client.attest_final_reset(
+            args.slot, session_id=slot.get("session_id"),
+            serial=(slot.get("phone") or {}).get("serial"))
+    print(f"{args.slot}: final reset of serial {done['serial']} attested by "
+          f"{done['attested_by']}")
+    return 0
+
+
 def _quote(segment: str) -> str:
     from urllib.parse import quote
 
@@ -175,6 +220,16 @@ def cmd_logout(args: argparse.Namespace) -> int:
     return _run(_logout(args))
 
 
+def cmd_intake(args: argparse.Namespace) -> int:
+    """`wipeagent intake list | add | remove | imei`: the intake list and IMEI entry."""
+    return _run(_intake(args))
+
+
+def cmd_handoff(args: argparse.Namespace) -> int:
+    """`wipeagent handoff SLOT`: the final reset of the phone on SLOT is done."""
+    return _run(_handoff(args))
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", metavar="PATH",
                         help=f"control socket (default: from the config, else {DEFAULT_SOCKET})")
@@ -184,7 +239,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add `status`, `confirm`, `abort`, `login`, `logout` (each sets `func`)."""
+    """Add `status`, `confirm`, `abort`, `login`, `logout`, `intake`, `handoff` (each
+    sets `func`)."""
     p = subparsers.add_parser("status", help="the bench: slots, phones, progress, outcomes")
     _common(p)
     p.add_argument("--once", action="store_true", help="print the table once and exit")
@@ -212,3 +268,33 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("logout", help="sign the operator out")
     _common(p)
     p.set_defaults(func=cmd_logout)
+
+    p = subparsers.add_parser(
+        "intake", help="phones booked in for erasure, and IMEIs a phone would not give")
+    verbs = p.add_subparsers(dest="intake_command", required=True)
+    q = verbs.add_parser("list", help="the phones booked in")
+    _common(q)
+    q.add_argument("--json", action="store_true")
+    q = verbs.add_parser("add", help="book a phone in by IMEI or serial")
+    _common(q)
+    which = q.add_mutually_exclusive_group(required=True)
+    which.add_argument("--imei", help="15 digits with their check digit")
+    which.add_argument("--serial")
+    q.add_argument("--reference", help="the booking reference (trade-in order ...)")
+    q = verbs.add_parser("remove", help="take a phone off the intake list")
+    _common(q)
+    q.add_argument("identifier", metavar="IMEI_OR_SERIAL")
+    q = verbs.add_parser("imei", help="the IMEI(s) of the phone on SLOT, scanned or typed "
+                                      "(when the phone would not give them)")
+    _common(q)
+    q.add_argument("slot", metavar="SLOT")
+    q.add_argument("imeis", metavar="IMEI", nargs="*")
+    q.add_argument("--none", action="store_true",
+                   help="the phone has no IMEI (a device without a modem)")
+    p.set_defaults(func=cmd_intake)
+
+    p = subparsers.add_parser("handoff", help="the final reset of the phone on SLOT is done "
+                                              "(policy.handoff = final_reset)")
+    _common(p)
+    p.add_argument("slot", metavar="SLOT")
+    p.set_defaults(func=cmd_handoff)

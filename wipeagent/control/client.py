@@ -119,6 +119,28 @@ class ControlClient:
                                      params={"lang": language})
         return data
 
+    async def enter_imeis(self, slot: str, imeis: list[str], *,
+                          session_id: str | None = None,
+                          serial: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"imeis": imeis}
+        body.update({k: v for k, v in (("session_id", session_id), ("serial", serial)) if v})
+        result: dict[str, Any] = await self.call("POST", f"/slots/{_q(slot)}/imei", body)
+        return result
+
+    async def attest_final_reset(self, slot: str, *, session_id: str | None = None,
+                                 serial: str | None = None) -> dict[str, Any]:
+        body = {k: v for k, v in (("session_id", session_id), ("serial", serial)) if v}
+        result: dict[str, Any] = await self.call("POST", f"/slots/{_q(slot)}/handoff", body)
+        return result
+
+    async def intake(self) -> list[dict[str, Any]]:
+        result: dict[str, Any] = await self.call("GET", "/intake")
+        entries: list[dict[str, Any]] = result["entries"]
+        return entries
+
+    async def remove_intake(self, identifier: str) -> None:
+        await self.call("DELETE", f"/intake/{_q(identifier)}")
+
     async def add_intake(self, entries: list[dict[str, str]], *, source: str = "api",
                          replace: bool = False) -> int:
         result = await self.call("POST", "/intake", {"entries": entries, "source": source,

@@ -36,6 +36,7 @@ from wipeagent.certs.signer import load_certificates
 from wipeagent.certs.verify import verify_certificate
 from wipeagent.config import AgentConfig
 from wipeagent.control.bench import BenchState, ControlError
+from wipeagent.control.desk import BenchTechnician
 from wipeagent.control.intake import IntakeList, parse_entry
 from wipeagent.errors import CertificateError, ConfigError, WipeAgentError
 from wipeagent.store import CertificateRow, Store
@@ -156,6 +157,7 @@ class ControlServer:
         trust_roots: list[x509.Certificate] | None = None,
         metrics: MetricsProvider | None = None,
         delivery: DeliveryProvider | None = None,
+        technician: BenchTechnician | None = None,
     ) -> None:
         self.bench = bench
         self.store = store
@@ -169,6 +171,9 @@ class ControlServer:
             store, configured=bool(config.uplink.url),
             alert_after_failures=config.uplink.alert_after_failures))
         self.intake = IntakeList(store)
+        self.technician = technician or BenchTechnician(
+            bench, self.intake, bench.clock, imei_timeout_s=config.control.imei_timeout_s,
+            final_reset_timeout_s=config.control.final_reset_timeout_s)
         self._pdf_executor = ThreadPoolExecutor(max_workers=1,
                                                 thread_name_prefix="wipeagent-pdf")
         self._runner: web.AppRunner | None = None
@@ -186,6 +191,8 @@ class ControlServer:
         r.add_post("/slots/{slot}/confirm", self.post_confirm)
         r.add_post("/slots/{slot}/abort", self.post_abort)
         r.add_post("/slots/{slot}/reverify", self.post_reverify)
+        r.add_post("/slots/{slot}/imei", self.post_imei)
+        r.add_post("/slots/{slot}/handoff", self.post_handoff)
         r.add_post("/login", self.post_login)
         r.add_post("/logout", self.post_logout)
         r.add_get("/certificates", self.get_certificates)
@@ -326,6 +333,29 @@ class ControlServer:
                     self.bench.operator or "an unsigned technician")
         return web.json_response({"slot": slot, "session_id": done.session_id,
                                   "serial": done.serial, "aborted": True})
+
+    async def post_imei(self, request: web.Request) -> web.Response:
+        """POST /slots/{slot}/imei {"imeis": [...]}: the IMEI(s) of a phone that would not
+        give them (scanned or typed by the signed-in operator; [] for none)."""
+        body = await _json_body(request)
+        slot = _slot(request)
+        done = self.technician.answer_imeis(slot, body.get("imeis"),
+                                            session_id=_optional_str(body, "session_id"),
+                                            serial=_optional_str(body, "serial"))
+        log.warning("[%s] IMEI(s) %s of serial %s entered by %s", slot,
+                    ", ".join(done["imeis"]) or "none", done["serial"], done["entered_by"])
+        return web.json_response(done)
+
+    async def post_handoff(self, request: web.Request) -> web.Response:
+        """POST /slots/{slot}/handoff: the signed-in operator attests the final reset
+        (policy.handoff = "final_reset") of the phone on the slot."""
+        body = await _json_body(request)
+        slot = _slot(request)
+        done = self.technician.attest(slot, session_id=_optional_str(body, "session_id"),
+                                      serial=_optional_str(body, "serial"))
+        log.warning("[%s] final reset of serial %s attested by %s", slot, done["serial"],
+                    done["attested_by"])
+        return web.json_response(done)
 
     async def post_reverify(self, request: web.Request) -> web.Response:
         """Re-running verification inside a finished session is refused on purpose (see
