@@ -44,6 +44,7 @@ What it reports per round (the agent's figures are the agent process's alone):
   GC             share of the agent's CPU spent in garbage collection, and the longest one
   lag p99/max    how late a task sleeping 50 ms in a loop wakes in the agent process
   threads        the most threads alive at once in the agent process
+  fds            the most descriptors open at once in the agent process
 
 With BENCH_SESSIONS_PROFILE=FILE in the environment the agent's run is profiled with
 cProfile and the statistics written to FILE (a development aid: it slows the agent down).
@@ -231,6 +232,7 @@ class LagProbe:
     def __init__(self) -> None:
         self.lags: list[float] = []
         self.threads = threading.active_count()
+        self.fds = 0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -239,6 +241,8 @@ class LagProbe:
             await asyncio.sleep(LAG_PERIOD)
             self.lags.append(max(0.0, loop.time() - start - LAG_PERIOD))
             self.threads = max(self.threads, threading.active_count())
+            if len(self.lags) % 5 == 0:  # open descriptors, four times a second
+                self.fds = max(self.fds, len(os.listdir("/proc/self/fd")))
 
 
 class Counters:
@@ -379,7 +383,8 @@ async def agent_main(speed: float, workdir: Path, limit_s: float, gc_variant: st
         "false_departures": false_departures,
         "seen": {slot: vars(s) for slot, s in seen.items()},
         "lag_p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))], "lag_max": lags[-1],
-        "threads": probe.threads, "gc_total": gc_timer.total, "gc_longest": gc_timer.longest,
+        "threads": probe.threads, "fds": probe.fds, "gc_total": gc_timer.total,
+        "gc_longest": gc_timer.longest,
         "gc_collections": gc_timer.collections, "signs": counters.signs, "tcp": counters.tcp,
         # Peak RSS of this process (ru_maxrss is in KiB on Linux).
         "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -420,6 +425,7 @@ class Round:
     lag_p99: float
     lag_max: float
     threads: int
+    fds: int
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -532,7 +538,7 @@ async def run_round(count: int, speed: float, limit_s: float, reboot_s: float,
         phones_cpu=report["cpu"], rss_mb=result["rss_kib"] / 1024, signs=result["signs"],
         tcp=result["tcp"], gc_total=result["gc_total"], gc_longest=result["gc_longest"],
         gc_collections=result["gc_collections"], lag_p99=result["lag_p99"],
-        lag_max=result["lag_max"], threads=result["threads"],
+        lag_max=result["lag_max"], threads=result["threads"], fds=result["fds"],
         extra={"departures": result["departures"], "reboot_s": reboot_s, "log": str(kept),
                "parts": {k: statistics.median(v) for k, v in parts.items() if v}})
 
@@ -540,7 +546,7 @@ async def run_round(count: int, speed: float, limit_s: float, reboot_s: float,
 HEADER = ("| gc | speed | phones | sessions | wall s | erased 1st | pauses | false dep. "
           "| ident p50 s | ident p99 s | back p99 bench s | overhead | agent CPU s "
           "| agent CPU/cycle s | phones CPU s | agent RSS MB | signs/phone | TCP/phone "
-          "| GC % of CPU | longest GC ms | lag p99 ms | lag max ms | threads |")
+          "| GC % of CPU | longest GC ms | lag p99 ms | lag max ms | threads | fds |")
 
 
 def table(rounds: list[Round]) -> str:
@@ -557,7 +563,7 @@ def table(rounds: list[Round]) -> str:
             f"| {r.rss_mb:.0f} | {r.signs / r.phones:.2f} | {r.tcp / r.phones:.1f} "
             f"| {r.gc_total / r.agent_cpu if r.agent_cpu else 0:.1%} "
             f"| {r.gc_longest * 1000:.0f} | {r.lag_p99 * 1000:.0f} | {r.lag_max * 1000:.0f} "
-            f"| {r.threads} |")
+            f"| {r.threads} | {r.fds} |")
     return "\n".join(lines)
 
 

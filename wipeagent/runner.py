@@ -57,6 +57,7 @@ from wipeagent.errors import ConfigError, StoreError, WipeAgentError
 from wipeagent.models import DeviceIdentity, ErasePlan, HandoffPolicy
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.service.gctune import tune_gc
+from wipeagent.service.limits import raise_open_files
 from wipeagent.service.logs import EventLogger, setup_logging
 from wipeagent.service.notify import Notifier, watchdog_interval
 from wipeagent.service.preflight import (
@@ -422,6 +423,7 @@ class Service:
         """Run until a signal (or, with `once`, every endpoint had a session)."""
         config = self.config
         _check_sources(config)
+        raise_open_files()  # a bench of hundreds of phones needs more than 1024
         if uses_development_pki(config) and not config.certificates.allow_development_pki:
             # Refused before anything is created in the state directory.
             check_development_pki(config, True)

@@ -863,6 +863,7 @@ def parse_banner_features(banner: bytes) -> frozenset[str]:
     return frozenset()
 
 
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 _HELLO = b"host::\0"
 _CNXN_PING = AdbMessage(adb_constants.CNXN, adb_constants.VERSION, adb_constants.MAX_ADB_DATA,
                         _HELLO).pack() + _HELLO
@@ -895,6 +896,9 @@ async def adb_answers(endpoint: AdbEndpoint, clock: Clock, *, timeout_s: float) 
     header = bytearray()
     try:
         sock.setblocking(False)
+        # Closed with a reset: a probe several times a second per endpoint would otherwise
+        # leave a TIME_WAIT socket behind each time.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         async with clock.timeout(timeout_s):
             await loop.sock_connect(sock, address)
             await loop.sock_sendall(sock, _CNXN_PING)
