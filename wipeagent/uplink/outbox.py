@@ -46,8 +46,9 @@ def iso(t: datetime) -> str:
 
 def clean_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """One printable line of at most `limit` characters (control characters replaced)."""
-    cleaned = "".join(c if c.isprintable() else " " for c in text)
-    return cleaned[:limit]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else " " for c in text)
+    return text[:limit]
 
 
 def _when(text: str | None) -> datetime | None:
