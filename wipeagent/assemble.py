@@ -10,6 +10,7 @@ from wipeagent import TOOL_NAME, __version__
 from wipeagent.certify import StoreCertifier
 from wipeagent.certs.pki import ensure_dev_pki, is_development, station_id_of
 from wipeagent.certs.signer import Signer, load_station_signer
+from wipeagent.chainhead import check_journal
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
 from wipeagent.daemon import Agent, AgentSettings
@@ -123,6 +124,13 @@ async def build_agent(
         store, signer, out_dir=paths.certificates, development=development,
         verification_url=config.certificates.verification_url,
     )
+    try:
+        # The journal against the chain-head record and the exported certificates: a
+        # lost journal is rebuilt, one that went backwards or is damaged is refused.
+        await check_journal(store, certifier.record, paths.certificates, [signer.chain[-1]])
+    except BaseException:
+        await store.close()
+        raise
     settings = android_settings(config)
     endpoints = [
         android_tcp_endpoint(a, key, clock, settings)

@@ -26,13 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     # Each area registers its own verbs.
     from wipeagent.certs.cli import register as register_certs
     from wipeagent.control.cli import register as register_control
+    from wipeagent.journal_cli import register as register_journal
     from wipeagent.platform_service.cli import register as register_platform
     from wipeagent.runner import register as register_run
     from wipeagent.uplink.cli import register as register_uplink
     from wipeagent.usb.cli import register as register_usb
 
     for register in (register_run, register_certs, register_usb, register_control,
-                     register_uplink, register_platform):
+                     register_uplink, register_platform, register_journal):
         register(sub)
     # Verbs of other installed distributions (the simulator's `demo` and `sim`): a bench
     # installation does not carry the simulator, so it does not have them.

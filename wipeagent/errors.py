@@ -101,3 +101,29 @@ class StoreError(WipeAgentError):
 
     code = "store_error"  # stable, machine-readable (journal, tests, dashboards)
     default_hint = "check free disk space on the bench PC"
+
+
+RECOVER_HINT = ("stop the agent, then run `wipeagent journal recover`: it keeps the journal "
+                "aside if it is damaged, re-imports the exported certificates and continues "
+                "the station chain (docs/service.md)")
+
+
+class JournalRefused(StoreError, ConfigError):
+    """The journal cannot be used as it is: damaged, or behind the station's chain (restored
+    from an older copy, replaced). A person decides (exit 78), with the recovery command."""
+
+    code = "journal_refused"  # stable, machine-readable (journal, tests, dashboards)
+    default_hint = RECOVER_HINT
+
+
+class JournalDamaged(JournalRefused):
+    """The journal file is not a readable SQLite database (zeroed, truncated, corrupt)."""
+
+    code = "journal_damaged"  # stable, machine-readable (journal, tests, dashboards)
+
+
+class JournalBehind(JournalRefused):
+    """The journal lacks certificates the station already issued (its chain head is older
+    than the chain-head record or the exported certificates), or holds another chain."""
+
+    code = "journal_behind"  # stable, machine-readable (journal, tests, dashboards)

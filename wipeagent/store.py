@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wipeagent.errors import StoreError
+from wipeagent.errors import JournalDamaged, StoreError
 
 T = TypeVar("T")
 
@@ -76,6 +76,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     failing_since TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state, next_attempt_at);
+-- Where a station's chain continues when the certificates that ended it are no longer in
+-- this journal (it was rebuilt from the exported certificates and the chain-head record:
+-- wipeagent/chainhead.py). The chain head is the higher of this and the certificates.
+CREATE TABLE IF NOT EXISTS chain_floor (
+    station_id TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL,
+    sha256 TEXT
+);
 CREATE TRIGGER IF NOT EXISTS certificates_outbox AFTER INSERT ON certificates BEGIN
     INSERT OR IGNORE INTO deliveries (certificate_id, state, next_attempt_at, updated_at)
     VALUES (NEW.certificate_id, 'pending', NEW.created_at, NEW.created_at);
@@ -223,6 +231,10 @@ class Store:
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, connect)
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DAMAGED:
+                raise JournalDamaged(
+                    f"journal {self.path} is damaged: {exc} (zeroed, truncated or "
+                    "overwritten)") from exc
             raise StoreError(f"cannot open journal {self.path}: {exc}") from exc
         return self
 
@@ -468,4 +480,14 @@ def _chain_head(db: sqlite3.Connection, station_id: str) -> ChainHead:
         " ORDER BY sequence DESC LIMIT 1",
         (station_id,),
     ).fetchone()
-    return ChainHead(row[0], row[1]) if row else ChainHead(0, None)
+    head = ChainHead(row[0], row[1]) if row else ChainHead(0, None)
+    floor = db.execute("SELECT sequence, sha256 FROM chain_floor WHERE station_id = ?",
+                       (station_id,)).fetchone()
+    if floor is not None and floor[0] > head.sequence:
+        return ChainHead(floor[0], floor[1])
+    return head
+
+
+# SQLite result codes of a file that is not (or no longer) a database: SQLITE_CORRUPT,
+# SQLITE_NOTADB.
+_DAMAGED = frozenset({11, 26})

@@ -200,7 +200,8 @@ async def test_an_unreachable_platform_is_not_the_certificates_fault(bench: Benc
     port = probe.port
     await probe.stop()
     uplink = Uplink(bench.store, bench.clock,
-                    settings(f"https://127.0.0.1:{port}/v1/certificates", backoff_max_s=4),
+                    settings(f"https://127.0.0.1:{port}/v1/certificates", backoff_max_s=4,
+                             timeout_s=5000),  # a refused connect, never a slow one
                     bench.client_ssl)
     task = asyncio.create_task(uplink.run())
     try:
