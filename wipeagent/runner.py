@@ -53,7 +53,7 @@ from wipeagent.certify import StoreCertifier
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig, load_config
 from wipeagent.daemon import Agent
-from wipeagent.errors import ConfigError, StoreError, WipeAgentError
+from wipeagent.errors import ConfigError, JournalRefused, StoreError, WipeAgentError
 from wipeagent.models import DeviceIdentity, ErasePlan, HandoffPolicy
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.service.gctune import tune_gc
@@ -541,7 +541,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("not started: %s (hint: %s)", exc, exc.hint)
         notifier.status(f"not started: {exc}")
         return EXIT_BUSY
-    except StartupRefused as exc:
+    except (StartupRefused, JournalRefused) as exc:
         log.error("not started: %s (hint: %s)", exc, exc.hint)
         notifier.status(f"not started: {exc}")
         return EXIT_CONFIG

@@ -256,6 +256,8 @@ enabled = false
 [control]
 socket = "{state}/control.sock"
 group = ""
+[certificates]
+allow_development_pki = true
 """
 
 
@@ -279,7 +281,7 @@ async def test_the_agent_refuses_with_exit_78_and_the_recover_command_fixes_it(
     journal.write_bytes(b"SQLite format 3\0" + b"\0" * 4000)  # a header, then nothing
     proc = await asyncio.to_thread(run_agent, config)
     assert proc.returncode == EXIT_CONFIG, proc.stderr
-    refused = [line for line in proc.stderr.splitlines() if "refused" in line]
+    refused = [line for line in proc.stderr.splitlines() if "not started" in line]
     assert len(refused) == 1 and "damaged" in refused[0], proc.stderr
     assert "wipeagent journal recover" in refused[0]
     assert "Traceback" not in proc.stderr and "disk space" not in proc.stderr
