@@ -118,8 +118,10 @@ function outcomeSection(t) {
       san.category ? t(`category.${san.category}`) : t("category.none")));
   }
   if (p.handoff) {
-    const handoff = typeof p.handoff === "object" ? (p.handoff.state ?? JSON.stringify(p.handoff)) : p.handoff;
-    facts.push(...fact(t("fact.handoff"), String(handoff)));
+    // docs/handoff.md: how the phone was handed on, in words (the payload holds codes).
+    const key = p.handoff.status === "failed" ? "handoff.failed"
+      : `handoff.${p.handoff.policy}.${p.handoff.status}`;
+    facts.push(...fact(t("fact.handoff"), t.has(key) ? t(key) : `${p.handoff.policy} ${p.handoff.status}`));
   }
   facts.push(...fact(t("fact.station"), [p.custody.station_id, p.custody.site].filter(Boolean).join(" · ")));
   facts.push(...fact(t("fact.organisation"), p.custody.organisation || r.chain.anchor.organisation));

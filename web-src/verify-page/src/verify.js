@@ -578,6 +578,7 @@ export function consistencyProblems(p) {
   if (canonical(p.locks) !== canonical(deriveLocks(every, p.device ? p.device.platform : null))) {
     problems.push("locks do not follow from the checks");
   }
+  handoffProblems(p, problems);
   if (p.chain.station_id !== custody.station_id) {
     problems.push("chain.station_id differs from custody.station_id");
   }
@@ -585,6 +586,30 @@ export function consistencyProblems(p) {
     problems.push("previous_hash must be null exactly for sequence 1");
   }
   return problems;
+}
+
+/** The hand-off rules of version 2 (payload.py _check_handoff, docs/handoff.md): a
+ * hand-off only after a verified erase; a failed one is an exception, never `erased`; its
+ * status agrees with its items; IMEIs have a source exactly when there are IMEIs. */
+function handoffProblems(p, problems) {
+  const device = p.device;
+  if (device && "imei_source" in device && (device.imei_source === null) !== (device.imeis.length === 0)) {
+    problems.push("device.imei_source is given exactly when there are IMEIs");
+  }
+  const handoff = p.handoff;
+  if (handoff === undefined || handoff === null) return;
+  const result = p.outcome.result;
+  if (result === "not_erased") problems.push("a hand-off follows a verified erase only (not for not_erased)");
+  const failed = handoff.items.some((item) => item.result === "failed");
+  if (failed !== (handoff.status === "failed")) {
+    problems.push("handoff.status is failed exactly when one of its items failed");
+  }
+  if (handoff.status === "failed" && result === "erased") {
+    problems.push("a failed hand-off is an exception: erased_with_exceptions, not erased");
+  }
+  if (parseTime(handoff.ended_at, "ended_at") < parseTime(handoff.started_at, "started_at")) {
+    problems.push("the hand-off ended before it started");
+  }
 }
 
 function checkPayload(payload, schemas) {
