@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     receipt TEXT,
     updated_at TEXT NOT NULL,
     failures INTEGER NOT NULL DEFAULT 0,
-    failing_since TEXT
+    failing_since TEXT,
+    created_at TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state, next_attempt_at);
 -- Where a station's chain continues when the certificates that ended it are no longer in
@@ -84,9 +85,11 @@ CREATE TABLE IF NOT EXISTS chain_floor (
     sequence INTEGER NOT NULL,
     sha256 TEXT
 );
-CREATE TRIGGER IF NOT EXISTS certificates_outbox AFTER INSERT ON certificates BEGIN
-    INSERT OR IGNORE INTO deliveries (certificate_id, state, next_attempt_at, updated_at)
-    VALUES (NEW.certificate_id, 'pending', NEW.created_at, NEW.created_at);
+DROP TRIGGER IF EXISTS certificates_outbox;
+CREATE TRIGGER IF NOT EXISTS certificates_outbox_v2 AFTER INSERT ON certificates BEGIN
+    INSERT OR IGNORE INTO deliveries (certificate_id, state, next_attempt_at, updated_at,
+                                      created_at)
+    VALUES (NEW.certificate_id, 'pending', NEW.created_at, NEW.created_at, NEW.created_at);
 END;
 """
 
@@ -94,6 +97,7 @@ END;
 _DELIVERY_COLUMNS = (
     ("failures", "INTEGER NOT NULL DEFAULT 0"),
     ("failing_since", "TEXT"),
+    ("created_at", "TEXT"),  # the certificate's, so its age is one index read away
 )
 
 # After the columns exist: the due index, and a row for every certificate stored before the
@@ -101,8 +105,13 @@ _DELIVERY_COLUMNS = (
 _OUTBOX_MIGRATION = """
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at)
     WHERE state = 'pending';
-INSERT INTO deliveries (certificate_id, state, next_attempt_at, updated_at)
-    SELECT c.certificate_id, 'pending', c.created_at, c.created_at FROM certificates c
+CREATE INDEX IF NOT EXISTS deliveries_pending_age ON deliveries(created_at)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_failing ON deliveries(failures)
+    WHERE state = 'pending' AND failures > 0;
+INSERT INTO deliveries (certificate_id, state, next_attempt_at, updated_at, created_at)
+    SELECT c.certificate_id, 'pending', c.created_at, c.created_at, c.created_at
+    FROM certificates c
     WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.certificate_id = c.certificate_id);
 UPDATE deliveries SET next_attempt_at = updated_at
     WHERE state = 'pending' AND next_attempt_at IS NULL;
@@ -115,6 +124,9 @@ def _migrate_outbox(db: sqlite3.Connection) -> None:
     for name, declaration in _DELIVERY_COLUMNS:
         if name not in have:
             db.execute(f"ALTER TABLE deliveries ADD COLUMN {name} {declaration}")
+    if "created_at" not in have:  # once, when the column is new
+        db.execute("UPDATE deliveries SET created_at = (SELECT c.created_at FROM certificates"
+                   " c WHERE c.certificate_id = deliveries.certificate_id)")
     for statement in _OUTBOX_MIGRATION.split(";"):
         if statement.strip():
             db.execute(statement)

@@ -11,7 +11,13 @@ from pathlib import Path
 from uplink_fixtures import Bench, make_bench
 
 from wipeagent.store import Store
-from wipeagent.uplink.outbox import NEXT_BATCH, NEXT_LATER, Outbox
+from wipeagent.uplink.outbox import (
+    HEALTH_FAILING,
+    HEALTH_OLDEST,
+    NEXT_BATCH,
+    NEXT_LATER,
+    Outbox,
+)
 
 
 def plan(db: sqlite3.Connection, sql: str, *args: object) -> list[str]:
@@ -30,6 +36,12 @@ async def test_pick_is_an_index_seek_never_a_scan(bench: Bench) -> None:
                for s in steps), joined  # the certificate by its primary key
     assert not any("TEMP B-TREE" in s for s in steps), joined  # no sort: index order
     assert any("deliveries_due" in s for s in later), joined
+    # The alerts read the failing ones and the oldest pending one, not the backlog.
+    for sql, args, index in ((HEALTH_FAILING, (3,), "deliveries_failing"),
+                             (HEALTH_OLDEST, (), "deliveries_pending_age")):
+        steps = await bench.store.run(lambda db, sql=sql, args=args: plan(db, sql, *args))
+        assert any(index in s for s in steps) and not any(
+            s.startswith("SCAN") for s in steps), steps
 
 
 async def test_every_certificate_is_queued_in_its_own_transaction(bench: Bench) -> None:
@@ -73,8 +85,10 @@ async def test_an_older_journal_is_brought_up_to_date(tmp_path: Path) -> None:
         rows = await make_bench(tmp_path, store).issue(3)
     db = sqlite3.connect(journal)
     db.executescript("""
-        DROP TRIGGER certificates_outbox;
+        DROP TRIGGER certificates_outbox_v2;
         DROP INDEX deliveries_due;
+        DROP INDEX deliveries_pending_age;
+        DROP INDEX deliveries_failing;
         DROP TABLE deliveries;
         CREATE TABLE deliveries (
             certificate_id TEXT PRIMARY KEY REFERENCES certificates(certificate_id),
@@ -94,6 +108,9 @@ async def test_an_older_journal_is_brought_up_to_date(tmp_path: Path) -> None:
         assert [i.certificate_id for i in items] == [rows[1].certificate_id,
                                                      rows[2].certificate_id]
         assert items[0].attempts == 2 and items[0].failures == 0
+        health = await outbox.health(failing_after=1)
+        assert health.oldest_pending is not None
+        assert health.oldest_pending.isoformat(timespec="microseconds") == rows[1].created_at
         counts = await outbox.counts()
         assert (counts.pending, counts.delivered) == (2, 1)
         again = make_bench(tmp_path, store)

@@ -179,19 +179,21 @@ def next_batch(db: sqlite3.Connection, now: datetime, limit: int
     return [], _when(later)
 
 
+# Alerts read only what they need through partial indexes: the failing ones (usually none)
+# and the oldest pending one; never the whole backlog.
+HEALTH_FAILING = ("SELECT COUNT(*), MIN(failing_since) FROM deliveries INDEXED BY"
+                  " deliveries_failing WHERE state = 'pending' AND failures > 0"
+                  " AND failures >= ?")
+HEALTH_OLDEST = ("SELECT MIN(created_at) FROM deliveries INDEXED BY deliveries_pending_age"
+                 " WHERE state = 'pending'")
+
+
 def health(db: sqlite3.Connection, *, failing_after: int, parked_limit: int = 20
            ) -> OutboxHealth:
     """Counts, certificates failing in a row, the oldest pending one, the parked ones."""
     counts = count_items(db)
-    failing, since = db.execute(
-        "SELECT COUNT(*), MIN(failing_since) FROM deliveries INDEXED BY deliveries_due"
-        " WHERE state = 'pending' AND failures >= ?", (failing_after,)
-    ).fetchone()
-    (oldest,) = db.execute(
-        "SELECT MIN(c.created_at) FROM deliveries d INDEXED BY deliveries_due"
-        " JOIN certificates c ON c.certificate_id = d.certificate_id"
-        " WHERE d.state = 'pending'"
-    ).fetchone()
+    failing, since = db.execute(HEALTH_FAILING, (failing_after,)).fetchone()
+    (oldest,) = db.execute(HEALTH_OLDEST).fetchone()
     parked = db.execute(
         "SELECT " + _BRIEF_COLUMNS  # noqa: S608 - constant columns
         + " FROM deliveries d JOIN certificates c ON c.certificate_id = d.certificate_id"
