@@ -201,11 +201,18 @@ class ChainRecord:
             return self.heads.get(station_id, Head(0, None))
 
     def hold(self, committed: ChainHead, station_id: str, held: Held) -> None:
-        """Before committing `held`: keep its bytes, and the head it follows."""
+        """Before committing `held`: keep its bytes, and the head it follows.
+
+        `committed` is the journal's head the certificate was signed after, so nothing of
+        this station from `held.sequence` on is committed: a held certificate there (a
+        signing whose commit failed or lost the race) is dropped, never kept beside it."""
         with self._lock:
             if not self._loaded:
                 self._load()
             self._advance(station_id, Head(committed.sequence, committed.sha256))
+            for other in [h for h in self.held.values() if h.station_id == station_id
+                          and h.sequence >= held.sequence]:
+                del self.held[other.certificate_id]
             self.held[held.certificate_id] = held
             self._write()
 

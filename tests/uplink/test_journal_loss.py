@@ -151,6 +151,34 @@ async def test_a_held_certificate_never_committed_is_dropped(tmp_path: Path) -> 
         with pytest.raises(StoreError):
             await bench.issue(1)  # held, then the commit failed: disk full
         assert len(held(tmp_path)["held"]) == 1  # type: ignore[arg-type]
+        # Signing for #2 again (a retried commit): the first #2 is no longer held.
+        await bench.store.run(
+            lambda db: db.execute("PRAGMA max_page_count = 1073741823").fetchone())
+        first = held(tmp_path)["held"][0]["certificate_id"]  # type: ignore[index]
+        (second,) = await bench.issue(1)
+        assert second.sequence == 2 and second.certificate_id != first
+        assert held(tmp_path)["held"] == []
+    remove_journal(tmp_path)  # and the journal is lost: only one #2 comes back
+    async with started(tmp_path, issued=3) as (bench, report):
+        assert report.rebuilt and report.imported == 2
+        assert [r.certificate_id for r in await bench.store.certificates()][-1] == (
+            second.certificate_id)
+    assert [s for s, _, _ in ledger(tmp_path, bench)] == [1, 2]
+
+
+async def test_a_held_certificate_never_committed_is_dropped_at_start(
+        tmp_path: Path) -> None:
+    async with started(tmp_path) as (bench, _):
+        await bench.issue(1)
+
+        def fill(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            (pages,) = db.execute("PRAGMA page_count").fetchone()
+            db.execute(f"PRAGMA max_page_count = {pages}").fetchone()
+
+        await bench.store.run(fill)
+        with pytest.raises(StoreError):
+            await bench.issue(1)
     async with started(tmp_path, issued=2) as (bench, report):
         assert report.dropped == 1 and not report.rebuilt
         assert held(tmp_path)["held"] == []
