@@ -249,6 +249,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="length of the sustained run")
     parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="PostgreSQL with fsync and synchronous commit off (to tell "
+                        "the disk's share of the time; never how to run a platform)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     counts = [int(p) for p in args.processes.split(",")]
@@ -267,7 +270,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": host_platform.python_version(),
                     "load_before": os.getloadavg()},
         "stations": args.stations, "runs": []}
-    with PgServer.start(durable=True, max_connections=200) as pg:
+    results["durable"] = not args.no_fsync
+    with PgServer.start(durable=not args.no_fsync, max_connections=200) as pg:
         for n in counts:
             # Every run starts a fresh database, and every station's ledger at 1.
             r = measure(fleet, pg, f"throughput_{n}", n, sets[n], None)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from sqlalchemy import Row, and_, false, func, or_, select, update
+from sqlalchemy import Row, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -103,18 +103,46 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
     return dialect.insert(table)
 
 
+# The statements of every ingest are built once, with bound parameters: building them per
+# upload cost more CPU than the database work (SQLAlchemy compiles each once per dialect
+# and caches it; psycopg prepares them server-side after a few uses).
+def _upsert_station(dialect: Any) -> Any:
+    insert = dialect.insert(stations).values(
+        root_sha256=bindparam("b_root"), station_id=bindparam("b_station_id"),
+        organisation=bindparam("b_organisation"), first_seen=bindparam("b_now"),
+        last_seen=bindparam("b_now"))
+    return insert.on_conflict_do_update(
+        index_elements=["root_sha256", "station_id"],
+        set_={"last_seen": insert.excluded.last_seen}).returning(*stations.c)
+
+
+_UPSERT_STATION = {"postgresql": _upsert_station(postgresql),
+                   "sqlite": _upsert_station(sqlite)}
+_c = certificates.c
+# Everything the checks need in one read: this id (anywhere), and the station's
+# certificates at sequence-1..sequence+1 or naming the same predecessor (a NULL
+# predecessor matches nothing).
+_NEAR = select(_c.certificate_id, _c.sha256, _c.sequence, _c.previous_hash, _c.received_at,
+               _c.station).where(or_(
+                   _c.certificate_id == bindparam("b_id"),
+                   and_(_c.station == bindparam("b_station"),
+                        _c.sequence.between(bindparam("b_low"), bindparam("b_high"))),
+                   and_(_c.station == bindparam("b_station"),
+                        _c.previous_hash == bindparam("b_prev"))))
+_INSERT_CERTIFICATE = certificates.insert()
+_INSERT_IMEI = certificate_imeis.insert()
+_COUNT_STATION = update(stations).where(stations.c.id == bindparam("b_station")).values(
+    certificates=stations.c.certificates + 1, sequences=bindparam("b_sequences"),
+    max_sequence=bindparam("b_max_sequence"))
+
+
 async def _station(conn: AsyncConnection, root: x509.Certificate, station_id: str,
                    now: datetime) -> Row[Any]:
     """The station's row, created if new, locked for this transaction: an upsert that
     always updates takes the row lock in the same statement (one round trip)."""
-    fingerprint = root_fingerprint(root)
-    insert = _insert(conn, stations).values(
-        root_sha256=fingerprint, station_id=station_id,
-        organisation=organisation_name(root), first_seen=now, last_seen=now)
-    return (await conn.execute(
-        insert.on_conflict_do_update(index_elements=["root_sha256", "station_id"],
-                                     set_={"last_seen": insert.excluded.last_seen})
-        .returning(*stations.c))).one()
+    return (await conn.execute(_UPSERT_STATION[conn.dialect.name], {
+        "b_root": root_fingerprint(root), "b_station_id": station_id,
+        "b_organisation": organisation_name(root), "b_now": now})).one()
 
 
 async def gaps(conn: AsyncConnection, station: int, limit: int = MAX_GAP_RANGES
@@ -151,17 +179,9 @@ async def store_certificate(conn: AsyncConnection, verified: VerifiedCertificate
     cid, sha, seq = verified.certificate_id, verified.sha256, verified.sequence
     prev, sid = verified.previous_hash, verified.station_id
     station = await _station(conn, root, sid, now)
-    c = certificates.c
-    # One read for everything the checks need: this id (anywhere), and the station's
-    # certificates at sequence-1..sequence+1 or naming the same predecessor.
-    mine = c.station == station.id
-    near = (await conn.execute(
-        select(c.certificate_id, c.sha256, c.sequence, c.previous_hash, c.received_at,
-               c.station)
-        .where(or_(c.certificate_id == cid,
-                   and_(mine, c.sequence.between(seq - 1, seq + 1)),
-                   and_(mine, c.previous_hash == prev) if prev is not None else false()))
-    )).all()
+    near = (await conn.execute(_NEAR, {"b_id": cid, "b_station": station.id,
+                                       "b_low": seq - 1, "b_high": seq + 1,
+                                       "b_prev": prev})).all()
     held = next((r for r in near if r.certificate_id == cid), None)
     if held is not None:
         if held.sha256 == sha:
@@ -208,24 +228,22 @@ async def store_certificate(conn: AsyncConnection, verified: VerifiedCertificate
 
     payload = verified.payload
     device = payload["device"] or {}
-    await conn.execute(certificates.insert().values(
-        certificate_id=cid, sha256=sha, station=station.id, sequence=seq,
-        previous_hash=prev, issued_at=verified.issued_at, received_at=now,
-        outcome=verified.outcome, category=payload["sanitization"]["category"],
-        platform=device.get("platform"), manufacturer=device.get("manufacturer"),
-        model=device.get("model"), serial=device.get("serial"),
-        development=verified.development, client=client, data=data))
+    await conn.execute(_INSERT_CERTIFICATE, {
+        "certificate_id": cid, "sha256": sha, "station": station.id, "sequence": seq,
+        "previous_hash": prev, "issued_at": verified.issued_at, "received_at": now,
+        "outcome": verified.outcome, "category": payload["sanitization"]["category"],
+        "platform": device.get("platform"), "manufacturer": device.get("manufacturer"),
+        "model": device.get("model"), "serial": device.get("serial"),
+        "development": verified.development, "client": client, "data": data})
     imeis = sorted(set(device.get("imeis") or ()))
     if imeis:
-        await conn.execute(certificate_imeis.insert(),
+        await conn.execute(_INSERT_IMEI,
                            [{"certificate_id": cid, "imei": imei} for imei in imeis])
     new_sequence = not same_seq
     sequences = station.sequences + (1 if new_sequence else 0)
     max_sequence = max(station.max_sequence, seq)
-    await conn.execute(
-        update(stations).where(stations.c.id == station.id)
-        .values(certificates=stations.c.certificates + 1, sequences=sequences,
-                max_sequence=max_sequence))
+    await conn.execute(_COUNT_STATION, {"b_station": station.id, "b_sequences": sequences,
+                                        "b_max_sequence": max_sequence})
     missing = max_sequence - sequences
     found = await gaps(conn, station.id) if missing else []
     return Stored("created", cid, sha, now, problems, found, missing)
