@@ -46,6 +46,7 @@ from wipeagent.models import (
     EncryptionType,
     ErasePlan,
     EraseRecord,
+    IdentifierSource,
     NistCategory,
     Outcome,
     Platform,
@@ -83,7 +84,8 @@ def phone_record(station: StationInfo, *, serial: str, imei: str,
     start = end - timedelta(minutes=9)
     identity = DeviceIdentity(
         platform=Platform.ANDROID, manufacturer=manufacturer, model=model,
-        marketing_name=marketing_name, serial=serial, imeis=(imei,), os_name="Android",
+        marketing_name=marketing_name, serial=serial, imeis=(imei,),
+        imei_source=IdentifierSource.PHONE, os_name="Android",
         os_version="14", storage_capacity_bytes=128_000_000_000,
         encryption=EncryptionType.FILE_BASED)
     if outcome is Outcome.NOT_ERASED:
