@@ -41,6 +41,7 @@ from wipeagent.session import (
     allow_all,
 )
 from wipeagent.sources import DeviceSource, PhoneArrival, PhoneNotice, SourceEvent
+from wipeagent.steps import SessionStep
 from wipeagent.store import Store
 from wipeagent.technician import NO_TECHNICIAN, Technician
 
@@ -144,7 +145,7 @@ class Agent:
     _finished: asyncio.Event = field(default_factory=asyncio.Event)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def _emit(self, slot: str, step: str, message: str) -> None:
+    def _emit(self, slot: str, step: SessionStep, message: str) -> None:
         if self.observer is not None:
             self.observer(SessionEvent(slot, "", step, message))
 
@@ -178,7 +179,7 @@ class Agent:
             result = await session.run()
         except asyncio.CancelledError:
             # Paused (unplugged) or shutting down: the journal holds where it stopped.
-            self._emit(session.slot, "paused",
+            self._emit(session.slot, SessionStep.PAUSED,
                        "session paused; plug the phone back in to resume it")
             raise
         except Exception:  # a bug in one session must not stop the others
@@ -199,7 +200,7 @@ class Agent:
     def handle(self, event: SourceEvent) -> None:
         """Apply one source event."""
         if isinstance(event, PhoneNotice):
-            self._emit(event.slot, "notice", f"{event.message} {event.hint}".strip())
+            self._emit(event.slot, SessionStep.NOTICE, f"{event.message} {event.hint}".strip())
         elif isinstance(event, PhoneArrival):
             if event.key in self.running:
                 # Coming back from a reset, or a duplicate event: the session has its own
@@ -279,12 +280,13 @@ class Agent:
                 # One way of finding phones failed for good (no netlink ...); the other
                 # sources and the sessions in flight carry on.
                 log.error("phone source %s stopped: %s (%s)", source.name, exc, exc.hint)
-                self._emit(source.name, "notice", f"phone source stopped: {exc} ({exc.hint})")
+                self._emit(source.name, SessionStep.NOTICE,
+                           f"phone source stopped: {exc} ({exc.hint})")
                 return
             except Exception as exc:
                 log.exception("phone source %s failed; restarting it in %.0f s",
                               source.name, backoff)
-                self._emit(source.name, "notice",
+                self._emit(source.name, SessionStep.NOTICE,
                            f"phone source failed ({type(exc).__name__}); restarting it")
             await self.clock.sleep(backoff)
             backoff = min(backoff * 2, SOURCE_RESTART_MAX_S)

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from wipeagent.clock import Clock
 from wipeagent.errors import StoreError
 from wipeagent.session import SessionEvent
+from wipeagent.steps import SessionStep
 from wipeagent.store import Store
 from wipeagent.uplink.alerts import ALERT_CODES, DeliveryStatus, outbox_status
 
@@ -34,19 +35,16 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# Step names are the session's own (connect, identify, ..., done); anything else seen in an
-# event (a future step) is counted as "other" so a label set can never grow unbounded.
-KNOWN_STEPS = frozenset({
-    "connect", "identify", "resume", "diagnose", "plan", "confirm", "manual_reset", "erase",
-    "await_return", "verify", "certify", "done", "paused",
-})
+# Step labels are the session's own (wipeagent.steps.SessionStep); anything else seen in an
+# event is counted as "other" so a label set can never grow unbounded.
+KNOWN_STEPS = frozenset(SessionStep)
 # Bench-seconds buckets: from a quick shell probe to a long guided manual reset.
 _BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
 _UPLOAD_RESULTS = frozenset({"delivered", "retry", "parked"})
 
 
 def _label(step: str) -> str:
-    return step if step in KNOWN_STEPS else "other"
+    return str(step) if step in KNOWN_STEPS else "other"
 
 
 class Metrics:
@@ -107,11 +105,11 @@ class Metrics:
                 self.step_duration.labels(step=prev_step).observe(max(0.0, now - started))
             else:
                 now = started  # the same step reported twice: keep timing from its start
-        if step == "done":
+        if step == SessionStep.DONE:
             if event.outcome is not None:
                 self.outcomes.labels(outcome=event.outcome.value).inc()
             return
-        if step == "paused" and not event.session_id:
+        if step == SessionStep.PAUSED and not event.session_id:
             return  # the agent paused the slot's session; it is no longer in flight here
         self._current[event.slot] = (step, now)
         self.sessions.labels(state=step).inc()

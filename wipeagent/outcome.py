@@ -43,6 +43,10 @@ MANUAL_RESET_EXCEPTION = (
     "the agent verified the result but did not execute the reset itself"
 )
 
+# Reason codes of a NOT_ERASED decision whose checks did not confirm the erase.
+VALIDATION_FAILED_CODE = "validation_failed"  # the data is not shown to be gone
+VERIFICATION_FAILED_CODE = "verification_failed"  # the technique is not shown to have run
+
 # The check ran, but its answer cannot be counted on.
 _IN_DOUBT = (CheckStatus.ERROR, CheckStatus.SKIPPED)
 
@@ -76,15 +80,16 @@ def decide(plan: PlanLike, verification: Sequence[CheckLike]) -> Decision:
     """
     reasons: list[str] = []
     codes: list[str] = []
-    for kind, what in ((CheckKind.VALIDATION, "the data is gone"),
-                       (CheckKind.VERIFICATION, "the erase completed")):
+    for kind, what, code in ((CheckKind.VALIDATION, "the data is gone", VALIDATION_FAILED_CODE),
+                             (CheckKind.VERIFICATION, "the erase completed",
+                              VERIFICATION_FAILED_CODE)):
         checks = [c for c in verification if c.kind is kind]
         bad = [c for c in checks if c.status is CheckStatus.FAIL or c.status in _IN_DOUBT]
         reasons.extend(_describe(c) for c in bad)
         if not any(c.status is CheckStatus.PASS for c in checks) and not bad:
             reasons.append(f"no check on the phone confirmed that {what}")
         if bad or not any(c.status is CheckStatus.PASS for c in checks):
-            codes.append(f"{kind.value}_failed")
+            codes.append(code)
     if reasons:
         return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), tuple(codes))
     exceptions = [_describe(c) for c in verification if c.status is CheckStatus.WARN]

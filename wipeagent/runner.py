@@ -72,7 +72,8 @@ from wipeagent.service.reload import plan_reload
 from wipeagent.service.statelock import StateDirBusy, StateDirLock
 from wipeagent.service.status import BenchSummary
 from wipeagent.session import DeviceSession, EraseGate, Observer, SessionEvent, allow_all
-from wipeagent.store import TERMINAL_STATES, Store
+from wipeagent.steps import TERMINAL_STATES, JournalStep
+from wipeagent.store import Store
 from wipeagent.uplink.alerts import DeliveryStatus, outbox_status
 
 log = logging.getLogger("wipeagent.runner")
@@ -411,7 +412,7 @@ class Service:
                 row = await store.session(session_id)
                 if row is None or row.state in TERMINAL_STATES:
                     continue
-                await store.journal(session_id, "paused",
+                await store.journal(session_id, JournalStep.PAUSED,
                                     {"reason": self._stop_reason, "at_step": row.state},
                                     state=row.state)
                 log.warning("[%s] session %s paused at step %s; it resumes when the agent "

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from wipeagent.clock import Clock
 from wipeagent.errors import (
+    BadDeviceData,
     DeviceError,
     DeviceGone,
     DeviceTimeout,
@@ -55,6 +56,7 @@ from wipeagent.models import (
 )
 from wipeagent.outcome import Decision, decide, not_erased, with_handoff
 from wipeagent.platforms.base import ErasePolicy, PlatformDriver
+from wipeagent.steps import JournalStep, SessionState, SessionStep
 from wipeagent.store import CertificateRow, Store
 from wipeagent.technician import NO_TECHNICIAN, Technician
 
@@ -67,7 +69,7 @@ class SessionEvent:
 
     slot: str
     session_id: str
-    step: str
+    step: SessionStep
     message: str
     outcome: Outcome | None = None
     instructions: tuple[str, ...] = ()
@@ -137,42 +139,42 @@ class _State:
 
     def apply(self, step: str, data: dict[str, Any]) -> None:
         """Replay one journaled step."""
-        if step == "identify":
+        if step == JournalStep.IDENTIFY:
             self.identity = DeviceIdentity.model_validate(data["identity"])
-        elif step == "imei_entered":
+        elif step == JournalStep.IMEI_ENTERED:
             self.entered_imeis = tuple(data["imeis"])
-        elif step == "booked_in":
+        elif step == JournalStep.BOOKED_IN:
             self.booking = Booking(
                 reference=data.get("reference", ""), matched_by=data["kind"],
                 identifier=data["identifier"], source=data.get("source", "api"),
                 added_by=data.get("added_by"))
-        elif step == "handoff_started":
+        elif step == JournalStep.HANDOFF_STARTED:
             self.handoff_started_at = datetime.fromisoformat(data["at"])
-        elif step == "handoff_last":
+        elif step == JournalStep.HANDOFF_LAST:
             self.handoff_last = [HandoffItem.model_validate(i) for i in data["items"]]
-        elif step == "handoff":
+        elif step == JournalStep.HANDOFF:
             self.handoff = Handoff.model_validate(data["handoff"])
-        elif step == "diagnose":
+        elif step == JournalStep.DIAGNOSE:
             self.diagnostics = [CheckResult.model_validate(c) for c in data["checks"]]
-        elif step == "plan":
+        elif step == JournalStep.PLAN:
             self.preconditions = [CheckResult.model_validate(c) for c in data["checks"]]
             self.plan = ErasePlan.model_validate(data["plan"]) if data.get("plan") else None
             self.refusal = Refusal.model_validate(data["refusal"]) if data.get("refusal") else None
-        elif step == "canary":
+        elif step == JournalStep.CANARY:
             self.canary = Canary.model_validate(data["canary"])
-        elif step == "erase_started":
+        elif step == JournalStep.ERASE_STARTED:
             self.erase = EraseRecord.model_validate(data["erase"])
-        elif step == "returned":
+        elif step == JournalStep.RETURNED:
             self.returned = DeviceIdentity.model_validate(data["identity"])
             if self.erase is not None:
                 self.erase = self.erase.model_copy(
                     update={"ended_at": datetime.fromisoformat(data["at"])}
                 )
-        elif step == "confirmed":
+        elif step == JournalStep.CONFIRMED:
             self.operator = data.get("operator")
-        elif step == "verify":
+        elif step == JournalStep.VERIFY:
             self.verification = [CheckResult.model_validate(c) for c in data["checks"]]
-        elif step == "outcome":
+        elif step == JournalStep.OUTCOME:
             self.decision = Decision(
                 Outcome(data["outcome"]),
                 NistCategory(data["category"]) if data.get("category") else None,
@@ -286,7 +288,7 @@ class DeviceSession:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _emit(self, step: str, message: str, **kw: Any) -> None:
+    def _emit(self, step: SessionStep, message: str, **kw: Any) -> None:
         self.log.info("[%s] %s: %s", self.slot, step, message)
         if self.observer is not None:
             try:
@@ -294,7 +296,7 @@ class DeviceSession:
             except Exception:  # a broken display must never break a wipe
                 self.log.exception("session observer failed")
 
-    async def _journal(self, step: str, data: dict[str, Any], **kw: Any) -> None:
+    async def _journal(self, step: JournalStep, data: dict[str, Any], **kw: Any) -> None:
         await self.store.journal(self.session_id, step, data, **kw)
         self.state.apply(step, data)
 
@@ -310,10 +312,10 @@ class DeviceSession:
         if replayed.identity is not None and replayed.identity.mismatches(identity):
             return False  # same serial string, different hardware: not the same phone
         await self.store.journal(
-            self.session_id, "superseded", {"resumed": prior.id}, state="done",
+            self.session_id, JournalStep.SUPERSEDED, {"resumed": prior.id}, state=SessionState.DONE,
             outcome="superseded",
         )
-        self._emit("resume", f"resuming session {prior.id} from step {prior.state}")
+        self._emit(SessionStep.RESUME, f"resuming session {prior.id} from step {prior.state}")
         self.session_id = prior.id
         replayed.started_at = datetime.fromisoformat(prior.created_at)
         self.state = replayed
@@ -331,11 +333,13 @@ class DeviceSession:
             return None
         message = ("already certified before the agent started; unplug the phone and plug "
                    "it in again to process it again")
-        await self._journal("ended", {"reason": message, "certificate_id": row.certificate_id},
-                            state="done", outcome="already_certified")
-        self._emit("done", message)
+        code = "already_certified"
+        await self._journal(JournalStep.ENDED,
+                            {"reason": message, "certificate_id": row.certificate_id},
+                            state=SessionState.DONE, outcome=code)
+        self._emit(SessionStep.DONE, message)
         return SessionResult(self.session_id, self.slot, Outcome(row.outcome), identity,
-                             (message,), (), row, None, ("already_certified",))
+                             (message,), (), row, None, (code,))
 
     async def _end_unidentified(self) -> None:
         """End earlier sessions on this slot that stopped before their phone was
@@ -344,10 +348,10 @@ class DeviceSession:
         certificate instead of staying open in the journal forever."""
         for row in await self.store.unidentified_sessions(self.slot, exclude=self.session_id):
             await self.store.journal(
-                row.id, "ended",
+                row.id, JournalStep.ENDED,
                 {"reason": "the agent stopped before the phone was identified",
                  "ended_by": self.session_id},
-                state="done",
+                state=SessionState.DONE,
             )
 
     # -- the workflow ----------------------------------------------------------------------
@@ -367,14 +371,14 @@ class DeviceSession:
         s = self.state
         try:
             await self._end_unidentified()
-            self._emit("connect", "connecting")
+            self._emit(SessionStep.CONNECT, "connecting")
             identity = await self.driver.identify()
             self._identified = identity
             await self._journal(
                 "identify", {"identity": identity.model_dump(mode="json")},
                 serial=identity.serial,
             )
-            self._emit("identify", f"{identity.manufacturer} {identity.model} "
+            self._emit(SessionStep.IDENTIFY, f"{identity.manufacturer} {identity.model} "
                                    f"serial {identity.serial}")
             adopted = await self._adopt_unfinished(identity)
             s = self.state  # adoption replaces the state with the journal's
@@ -410,16 +414,16 @@ class DeviceSession:
                 and identity.meid is None and s.entered_imeis is None):
             entered = await self.technician.enter_imeis(self, identity)
             if entered is not None:
-                await self._journal("imei_entered", {
+                await self._journal(JournalStep.IMEI_ENTERED, {
                     "imeis": list(entered.imeis), "operator": entered.operator,
                     "at": entered.at.isoformat()})
-                self._emit("identify", f"IMEI {', '.join(entered.imeis) or 'none'} entered "
+                self._emit(SessionStep.IDENTIFY, f"IMEI {', '.join(entered.imeis) or 'none'} entered "
                                        f"by {entered.operator or 'the technician'}")
         if s.booking is None:
             current = s.current_identity() or identity
             booking = await self.technician.booking(current)
             if booking is not None:
-                await self._journal("booked_in", {
+                await self._journal(JournalStep.BOOKED_IN, {
                     "identifier": booking.identifier, "kind": booking.matched_by,
                     "source": booking.source, "reference": booking.reference,
                     "added_by": booking.added_by, "at": self.clock.now().isoformat()})
@@ -429,8 +433,8 @@ class DeviceSession:
         s = self.state
         if not s.diagnostics:
             checks = await self.driver.diagnose(identity)
-            await self._journal("diagnose", {"checks": _dump(checks)})
-            self._emit("diagnose", f"{len(checks)} checks")
+            await self._journal(JournalStep.DIAGNOSE, {"checks": _dump(checks)})
+            self._emit(SessionStep.DIAGNOSE, f"{len(checks)} checks")
         if s.plan is None and s.refusal is None:
             pre, plan_or_refusal = self.driver.plan_erase(identity, s.diagnostics, self.policy)
             data: dict[str, Any] = {"checks": _dump(pre)}
@@ -438,12 +442,12 @@ class DeviceSession:
                 data["refusal"] = plan_or_refusal.model_dump(mode="json")
             else:
                 data["plan"] = plan_or_refusal.model_dump(mode="json")
-            await self._journal("plan", data)
+            await self._journal(JournalStep.PLAN, data)
         if s.refusal is not None:
-            self._emit("plan", f"refused: {s.refusal.message}")
+            self._emit(SessionStep.PLAN, f"refused: {s.refusal.message}")
             return not_erased(f"{s.refusal.message} ({s.refusal.hint})", code=s.refusal.code)
         assert s.plan is not None
-        self._emit("plan", f"{s.plan.technique} ({s.plan.category.value})")
+        self._emit(SessionStep.PLAN, f"{s.plan.technique} ({s.plan.category.value})")
         verdict = await self.gate(self, identity, s.plan)
         if isinstance(verdict, Refusal):
             return not_erased(f"{verdict.message} ({verdict.hint})", code=verdict.code)
@@ -452,7 +456,7 @@ class DeviceSession:
                               code="not_confirmed")
         if s.canary is None:
             canary = await self.driver.plant_canary()
-            await self._journal("canary", {"canary": canary.model_dump(mode="json")})
+            await self._journal(JournalStep.CANARY, {"canary": canary.model_dump(mode="json")})
         return None
 
     async def _erase_and_verify(self) -> Decision:
@@ -473,9 +477,9 @@ class DeviceSession:
         if s.returned is None:
             if resumed and plan.manual:
                 # The display that showed the steps died with the old agent.
-                self._emit("manual_reset", "waiting for the technician to reset the phone",
+                self._emit(SessionStep.MANUAL_RESET, "waiting for the technician to reset the phone",
                            instructions=plan.instructions)
-            self._emit("await_return", "waiting for the phone to come back")
+            self._emit(SessionStep.AWAIT_RETURN, "waiting for the phone to come back")
             try:
                 back = await self.driver.await_return(s.identity, plan)
             except DeviceError as exc:
@@ -486,22 +490,22 @@ class DeviceSession:
                 raise IdentityMismatch(
                     f"a different phone came back on {self.slot}: {', '.join(differs)} differ"
                 )
-            await self._journal("returned", {"identity": back.model_dump(mode="json"),
+            await self._journal(JournalStep.RETURNED, {"identity": back.model_dump(mode="json"),
                                              "at": self.clock.now().isoformat()})
         if not s.verification:
-            self._emit("verify", "verifying on the phone")
+            self._emit(SessionStep.VERIFY, "verifying on the phone")
             checks = await self.driver.verify(s.identity, plan, s.canary)
-            await self._journal("verify", {"checks": _dump(checks)})
+            await self._journal(JournalStep.VERIFY, {"checks": _dump(checks)})
         return decide(plan, s.verification)
 
     async def _begin_erase(self, plan: ErasePlan) -> None:
         record = EraseRecord(plan=plan, started_at=self.clock.now())
-        await self._journal("erase_started", {"erase": record.model_dump(mode="json")})
+        await self._journal(JournalStep.ERASE_STARTED, {"erase": record.model_dump(mode="json")})
         if plan.manual:
-            self._emit("manual_reset", "waiting for the technician to reset the phone",
+            self._emit(SessionStep.MANUAL_RESET, "waiting for the technician to reset the phone",
                        instructions=plan.instructions)
         else:
-            self._emit("erase", plan.method)
+            self._emit(SessionStep.ERASE, plan.method)
         try:
             await self.driver.start_erase(plan)
         except (DeviceGone, DeviceTimeout) as exc:
@@ -535,11 +539,11 @@ class DeviceSession:
         if decide(plan, checks).outcome is Outcome.NOT_ERASED:
             self.log.info("[%s] resumed: the phone has not been reset yet", self.slot)
             return
-        self._emit("resume", "the phone was reset while the agent was stopped")
-        await self._journal("returned", {"identity": current.model_dump(mode="json"),
+        self._emit(SessionStep.RESUME, "the phone was reset while the agent was stopped")
+        await self._journal(JournalStep.RETURNED, {"identity": current.model_dump(mode="json"),
                                          "at": self.clock.now().isoformat(),
                                          "seen": "after_restart"})
-        await self._journal("verify", {"checks": _dump(checks)})
+        await self._journal(JournalStep.VERIFY, {"checks": _dump(checks)})
 
     # -- hand-off ---------------------------------------------------------------------------
 
@@ -567,7 +571,7 @@ class DeviceSession:
             # second reset to make; the hand-off records its state and unpairs.
             policy = HandoffPolicy.RESTORE
         if s.handoff_started_at is None:
-            await self._journal("handoff_started", {"policy": policy.value,
+            await self._journal(JournalStep.HANDOFF_STARTED, {"policy": policy.value,
                                                     "at": self.clock.now().isoformat()})
         items: list[HandoffItem] = []
         attested_by: str | None = None
@@ -588,7 +592,7 @@ class DeviceSession:
             if last is not None:
                 items.append(last)
         else:
-            self._emit("handoff", f"hand-off ({policy.value})")
+            self._emit(SessionStep.HANDOFF, f"hand-off ({policy.value})")
             try:
                 if policy is HandoffPolicy.FINAL_RESET:
                     items, attested_by = await self._final_reset(plan, identity)
@@ -605,15 +609,15 @@ class DeviceSession:
             status=HandoffStatus.FAILED if failed else HandoffStatus.COMPLETED,
             started_at=s.handoff_started_at or self.clock.now(), ended_at=self.clock.now(),
             items=tuple(items), attested_by=attested_by)
-        await self._journal("handoff", {"handoff": handoff.model_dump(mode="json")})
-        self._emit("handoff", f"hand-off {handoff.status.value}: " + ", ".join(
+        await self._journal(JournalStep.HANDOFF, {"handoff": handoff.model_dump(mode="json")})
+        self._emit(SessionStep.HANDOFF, f"hand-off {handoff.status.value}: " + ", ".join(
             f"{i.id} {i.result.value}" for i in items)[:300])
 
     async def _restore(self, plan: ErasePlan) -> list[HandoffItem]:
         """Put back, read back, journal, then the last step (after which the phone is out
         of reach): a crash after the journal entry still has every reading."""
         items = await self.driver.hand_off(plan)
-        await self._journal("handoff_last", {
+        await self._journal(JournalStep.HANDOFF_LAST, {
             "items": [i.model_dump(mode="json") for i in items],
             "at": self.clock.now().isoformat()})
         last = await self.driver.finish_hand_off()
@@ -627,7 +631,7 @@ class DeviceSession:
         and the erase claim stays the first, verified one. If the phone still answers
         this bench afterwards (no reset, or no answer in time), the settings are put back
         as under policy restore and the final reset is recorded as failed."""
-        self._emit("final_reset", "the erase is verified: reset the phone once more for its "
+        self._emit(SessionStep.FINAL_RESET, "the erase is verified: reset the phone once more for its "
                    "next owner", instructions=final_reset_instructions(self.slot))
         watcher = asyncio.ensure_future(
             self.driver.wait_until_gone(FINAL_RESET_WATCH_S))
@@ -681,14 +685,14 @@ class DeviceSession:
         if replayed.operator:
             self.operator = replayed.operator
         assert replayed.plan is not None
-        self._emit("resume", "finishing the session of a phone that is no longer reachable")
+        self._emit(SessionStep.RESUME, "finishing the session of a phone that is no longer reachable")
         decision = replayed.decision or await self._hand_off(
             decide(replayed.plan, replayed.verification))
         return await self._finish(decision)
 
     async def _fail(self, exc: Exception) -> SessionResult:
         hint = exc.hint if isinstance(exc, WipeAgentError) else "set the phone aside"
-        code = exc.code if isinstance(exc, WipeAgentError) else "bad_device_data"
+        code = exc.code if isinstance(exc, WipeAgentError) else BadDeviceData.code
         if self.state.erase is not None:
             reason = (f"the erase was started but could not be verified: {exc} ({hint})")
         else:
@@ -705,7 +709,7 @@ class DeviceSession:
     async def _finish(self, decision: Decision) -> SessionResult:
         s = self.state
         if s.decision is None:
-            await self._journal("outcome", {
+            await self._journal(JournalStep.OUTCOME, {
                 "outcome": decision.outcome.value,
                 "category": decision.category.value if decision.category else None,
                 "reasons": list(decision.reasons),
@@ -738,11 +742,11 @@ class DeviceSession:
                 booking=s.booking,
             )
             certificate = await self.certifier.certify(record)
-            await self._journal("certified", {"certificate_id": certificate.certificate_id,
-                                              "sequence": certificate.sequence}, state="done")
+            await self._journal(JournalStep.CERTIFIED, {"certificate_id": certificate.certificate_id,
+                                              "sequence": certificate.sequence}, state=SessionState.DONE)
         else:
-            await self._journal("ended", {"reason": "phone never identified"}, state="done")
-        self._emit("done", decision.outcome.value, outcome=decision.outcome)
+            await self._journal(JournalStep.ENDED, {"reason": "phone never identified"}, state=SessionState.DONE)
+        self._emit(SessionStep.DONE, decision.outcome.value, outcome=decision.outcome)
         return SessionResult(self.session_id, self.slot, decision.outcome, identity,
                              decision.reasons, decision.exceptions, certificate, record,
                              decision.codes)

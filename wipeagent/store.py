@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wipeagent.errors import JournalDamaged, StoreError
+from wipeagent.steps import JournalStep, SessionState
 
 T = TypeVar("T")
 
@@ -130,9 +131,6 @@ def _migrate_outbox(db: sqlite3.Connection) -> None:
     for statement in _OUTBOX_MIGRATION.split(";"):
         if statement.strip():
             db.execute(statement)
-
-# Session states that end a session; anything else can be resumed.
-TERMINAL_STATES = frozenset({"done"})
 
 
 @dataclass(frozen=True)
@@ -272,8 +270,8 @@ class Store:
             now = _now()
             db.execute(
                 "INSERT INTO sessions (id, slot, state, created_at, updated_at)"
-                " VALUES (?, ?, 'started', ?, ?)",
-                (session_id, slot, now, now),
+                " VALUES (?, ?, ?, ?, ?)",
+                (session_id, slot, SessionState.STARTED.value, now, now),
             )
 
         await self._run(create)
@@ -281,7 +279,7 @@ class Store:
     async def journal(
         self,
         session_id: str,
-        step: str,
+        step: JournalStep,
         data: dict[str, Any],
         *,
         serial: str | None = None,
@@ -301,12 +299,12 @@ class Store:
             now = _now()
             db.execute(
                 "INSERT INTO steps (session_id, seq, step, data, at) VALUES (?, ?, ?, ?, ?)",
-                (session_id, seq, step, payload, now),
+                (session_id, seq, str(step), payload, now),
             )
             cur = db.execute(
                 "UPDATE sessions SET state = ?, updated_at = ?,"
                 " serial = COALESCE(?, serial), outcome = COALESCE(?, outcome) WHERE id = ?",
-                (state or step, now, serial, outcome, session_id),
+                (str(state or step), now, serial, outcome, session_id),
             )
             if cur.rowcount != 1:
                 db.execute("ROLLBACK")
@@ -352,9 +350,9 @@ class Store:
         def read(db: sqlite3.Connection) -> SessionRow | None:
             row = db.execute(
                 "SELECT id, slot, serial, state, outcome, created_at, updated_at"
-                " FROM sessions WHERE serial = ? AND state NOT IN ('done')"
+                " FROM sessions WHERE serial = ? AND state != ?"
                 " AND id IS NOT ? ORDER BY created_at DESC LIMIT 1",
-                (serial, exclude),
+                (serial, SessionState.DONE.value, exclude),
             ).fetchone()
             return SessionRow(*row) if row else None
 
@@ -382,9 +380,9 @@ class Store:
         def read(db: sqlite3.Connection) -> list[SessionRow]:
             rows = db.execute(
                 "SELECT id, slot, serial, state, outcome, created_at, updated_at"
-                " FROM sessions WHERE slot = ? AND serial IS NULL AND state NOT IN ('done')"
+                " FROM sessions WHERE slot = ? AND serial IS NULL AND state != ?"
                 " AND id IS NOT ? ORDER BY created_at",
-                (slot, exclude),
+                (slot, SessionState.DONE.value, exclude),
             ).fetchall()
             return [SessionRow(*r) for r in rows]
 

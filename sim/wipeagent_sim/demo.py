@@ -46,6 +46,7 @@ from wipeagent.session import DeviceSession, SessionEvent, SessionResult
 from wipeagent.sources.usbmux import make_usbmux_source
 from wipeagent.technician import Attestation, EnteredImeis
 from wipeagent.usb.slots import SlotMap
+from wipeagent.steps import SessionStep
 from wipeagent_sim.android.bench import SimBench
 from wipeagent_sim.android.phone import SimAndroidPhone
 from wipeagent_sim.android.profiles import list_profiles
@@ -349,7 +350,7 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
             if event.outcome is not None:
                 row.outcome = event.outcome.value
             phone = by_slot[event.slot].phone
-            if event.step == "manual_reset" and phone is not None:
+            if event.step == SessionStep.MANUAL_RESET and phone is not None:
                 technician.on_manual_reset(phone)
             if live is not None:
                 live.update(_table(rows))

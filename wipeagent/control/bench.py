@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wipeagent.clock import Clock
-from wipeagent.errors import WipeAgentError
+
+# ControlError lives in wipeagent.errors; importable from here too (the control modules).
+from wipeagent.errors import ControlError as ControlError  # noqa: PLC0414 - re-export
 from wipeagent.models import DeviceIdentity
 from wipeagent.session import SessionEvent
+from wipeagent.steps import SessionStep
 
 if TYPE_CHECKING:
     from wipeagent.daemon import Agent
@@ -28,37 +31,26 @@ if TYPE_CHECKING:
 # onto terminals: printable, no markup or control characters, bounded.
 OPERATOR_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,63}$")
 
-# How far along a session is after each step, for a progress bar (0..1). Steps not named
-# here (notices, resume) leave the progress where it was.
-STEP_PROGRESS: dict[str, float] = {
-    "connect": 0.05,
-    "identify": 0.10,
-    "diagnose": 0.20,
-    "plan": 0.30,
-    "confirm": 0.35,
-    "intake": 0.35,
-    "erase": 0.45,
-    "manual_reset": 0.45,
-    "await_return": 0.60,
-    "verify": 0.85,
-    "done": 1.0,
+# How far along a session is after each step, for a progress bar (0..1). The steps in
+# NO_PROGRESS (notices, resume, pause) leave the progress where it was; a test holds every
+# SessionStep to be in one of the two.
+STEP_PROGRESS: dict[SessionStep, float] = {
+    SessionStep.CONNECT: 0.05,
+    SessionStep.IDENTIFY: 0.10,
+    SessionStep.DIAGNOSE: 0.20,
+    SessionStep.PLAN: 0.30,
+    SessionStep.CONFIRM: 0.35,
+    SessionStep.INTAKE: 0.35,
+    SessionStep.ERASE: 0.45,
+    SessionStep.MANUAL_RESET: 0.45,
+    SessionStep.AWAIT_RETURN: 0.60,
+    SessionStep.VERIFY: 0.85,
+    SessionStep.DONE: 1.0,
 }
+NO_PROGRESS = frozenset({SessionStep.RESUME, SessionStep.NOTICE, SessionStep.PAUSED})
 
 HISTORY = 32  # events kept per slot
 MAX_SLOTS = 256  # slots remembered (a flapping source must not grow memory without bound)
-
-
-class ControlError(WipeAgentError):
-    """A control request that cannot be carried out; `status` is its HTTP status."""
-
-    code = "control_error"  # stable, machine-readable (API, tests)
-    default_hint = "check `wipeagent status`"
-
-    def __init__(self, code: str, message: str, *, status: int = 409,
-                 hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.code = code
-        self.status = status
 
 
 def check_operator(name: object) -> str:
@@ -151,15 +143,16 @@ class BenchState:
                     del self.slots[min(idle, key=lambda s: s.updated_at).slot]
             state = self.slots[event.slot] = SlotState(event.slot)
         now = self.clock.now().isoformat(timespec="seconds")
-        if event.session_id and event.session_id != state.session_id and event.step != "resume":
-            if event.step == "connect":
+        new_session = event.session_id and event.session_id != state.session_id
+        if new_session and event.step != SessionStep.RESUME:
+            if event.step == SessionStep.CONNECT:
                 # A new session on this slot: forget the previous phone's outcome.
                 state.outcome, state.phone, state.instructions = None, None, ()
                 state.progress = 0.0
             state.session_id = event.session_id
-        if event.step == "resume":
+        if event.step == SessionStep.RESUME:
             state.session_id = event.session_id
-        state.step = event.step
+        state.step = str(event.step)
         state.message = event.message
         state.updated_at = now
         if event.step in STEP_PROGRESS:
@@ -168,11 +161,11 @@ class BenchState:
             state.instructions = event.instructions
         if event.outcome is not None:
             state.outcome = event.outcome.value
-        if event.step in ("done", "paused"):
+        if event.step in (SessionStep.DONE, SessionStep.PAUSED):
             state.running = False
         elif event.session_id:
             state.running = True
-        state.history.append({"at": now, "step": event.step, "message": event.message})
+        state.history.append({"at": now, "step": str(event.step), "message": event.message})
         self._identify(state)
         self._changed.set()
 
@@ -213,7 +206,7 @@ class BenchState:
         self.pending[slot] = confirmation
         state = self.slots.get(slot)
         if state is not None:
-            state.step = "confirm"
+            state.step = SessionStep.CONFIRM
         self._changed.set()
         return confirmation
 

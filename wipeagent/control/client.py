@@ -11,23 +11,12 @@ from urllib.parse import quote
 import aiohttp
 
 from wipeagent.clock import REAL_TIME, Clock
-from wipeagent.errors import WipeAgentError
+
+# ControlApiError lives in wipeagent.errors; importable from here too.
+from wipeagent.errors import ControlApiError as ControlApiError  # noqa: PLC0414 - re-export
 
 DEFAULT_SOCKET = "/run/wipeagent/control.sock"
 MAX_RESPONSE = 16 << 20  # a PDF or a long status; anything larger is refused
-
-
-class ControlApiError(WipeAgentError):
-    """The agent refused a request (`code` from its answer) or could not be reached."""
-
-    code = "control_api"
-    default_hint = "is the agent running? (systemctl status wipeagent)"
-
-    def __init__(self, code: str, message: str, *, status: int = 0,
-                 hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.code = code
-        self.status = status
 
 
 class ControlClient:

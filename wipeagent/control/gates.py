@@ -25,12 +25,13 @@ from wipeagent.control.bench import BenchState
 from wipeagent.control.intake import IntakeList
 from wipeagent.models import DeviceIdentity, ErasePlan, Refusal
 from wipeagent.session import DeviceSession, EraseGate, SessionEvent
+from wipeagent.steps import JournalStep, SessionStep
 from wipeagent.store import Store
 
 log = logging.getLogger(__name__)
 
 
-def _emit(session: DeviceSession, bench: BenchState, step: str, message: str,
+def _emit(session: DeviceSession, bench: BenchState, step: SessionStep, message: str,
           instructions: tuple[str, ...] = ()) -> None:
     """Tell whoever watches the bench; the session's observer normally includes `bench`."""
     event = SessionEvent(session.slot, session.session_id, step, message,
@@ -61,7 +62,7 @@ class ConfirmGate:
                        plan: ErasePlan) -> bool:
         confirmation = self.bench.request_confirmation(session.slot, session.session_id,
                                                        identity.serial)
-        _emit(session, self.bench, "confirm",
+        _emit(session, self.bench, SessionStep.CONFIRM,
               f"confirm the erase of {_phone(identity)}: {plan.technique}",
               instructions=(f"check that the phone on {session.slot} is {_phone(identity)}",
                             f"then run: wipeagent confirm {session.slot}",
@@ -69,19 +70,19 @@ class ConfirmGate:
         try:
             operator = await self.clock.wait_for(confirmation.answer, self.timeout_s)
         except TimeoutError:
-            _emit(session, self.bench, "confirm",
+            _emit(session, self.bench, SessionStep.CONFIRM,
                   f"nobody confirmed within {self.timeout_s:g} s: the phone is not erased")
             return False
         finally:
             self.bench.withdraw(confirmation)
         if operator is None:
-            _emit(session, self.bench, "confirm", "aborted: the phone is not erased")
+            _emit(session, self.bench, SessionStep.CONFIRM, "aborted: the phone is not erased")
             return False
         session.operator = operator
-        await session.store.journal(session.session_id, "confirmed", {
+        await session.store.journal(session.session_id, JournalStep.CONFIRMED, {
             "operator": operator, "serial": identity.serial,
             "at": self.clock.now().isoformat()})
-        _emit(session, self.bench, "confirm", f"erase confirmed by {operator}")
+        _emit(session, self.bench, SessionStep.CONFIRM, f"erase confirmed by {operator}")
         return True
 
 
@@ -97,7 +98,7 @@ class IntakeGate:
                        plan: ErasePlan) -> bool | Refusal:
         entry = await self.intake.match(identity)
         if entry is None:
-            _emit(session, self.bench, "intake",
+            _emit(session, self.bench, SessionStep.INTAKE,
                   f"{_phone(identity)} is not booked in: the phone is not erased",
                   instructions=("book the phone in on the platform (or POST /intake), "
                                 "then unplug it and plug it in again",))
@@ -107,10 +108,10 @@ class IntakeGate:
                                 "it in again")
         if self.bench.operator is not None:
             session.operator = self.bench.operator
-        await session.store.journal(session.session_id, "booked_in", {
+        await session.store.journal(session.session_id, JournalStep.BOOKED_IN, {
             **entry.as_dict(), "at": self.clock.now().isoformat()})
         ref = f", reference {entry.reference}" if entry.reference else ""
-        _emit(session, self.bench, "intake",
+        _emit(session, self.bench, SessionStep.INTAKE,
               f"booked in by {entry.kind} {entry.identifier}{ref}")
         return True
 

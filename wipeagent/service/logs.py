@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Literal, TextIO
 
 from wipeagent.session import SessionEvent
+from wipeagent.steps import SessionStep
 
 LogFormat = Literal["auto", "journal", "console"]
 
@@ -133,7 +134,7 @@ def setup_logging(level: int = logging.INFO, fmt: LogFormat = "auto",
 
 SerialLookup = Callable[[SessionEvent], str | None]
 
-_WARNING_STEPS = frozenset({"paused", "notice", "manual_reset"})
+_WARNING_STEPS = frozenset({SessionStep.PAUSED, SessionStep.NOTICE, SessionStep.MANUAL_RESET})
 
 
 class EventLogger:

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from wipeagent.session import SessionEvent
+from wipeagent.steps import SessionStep
 
 
 @dataclass
@@ -14,18 +15,18 @@ class BenchSummary:
     Observer."""
 
     policy: str = ""
-    steps: dict[str, str] = field(default_factory=dict)  # slot -> latest step
+    steps: dict[str, SessionStep] = field(default_factory=dict)  # slot -> latest step
     outcomes: Counter[str] = field(default_factory=Counter)
     note: str = ""  # e.g. "reload refused: ..." until the next good reload
     development: bool = False  # signing under a development CA (allow_development_pki)
 
     def __call__(self, event: SessionEvent) -> None:
-        if event.step == "done" and event.outcome is not None:
+        if event.step == SessionStep.DONE and event.outcome is not None:
             self.outcomes[event.outcome.value] += 1
             self.steps.pop(event.slot, None)
-        elif event.step == "paused":
+        elif event.step == SessionStep.PAUSED:
             self.steps.pop(event.slot, None)
-        elif event.step != "notice":
+        elif event.step != SessionStep.NOTICE:
             self.steps[event.slot] = event.step
 
     def line(self) -> str:

@@ -32,7 +32,7 @@ from pymobiledevice3.usbmux import UsbmuxdMessageType, UsbmuxdVersion, build_usb
 
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
-from wipeagent.errors import ConfigError
+from wipeagent.errors import ConfigError, UsbmuxWireError
 from wipeagent.platforms.ios.driver import IosDriver
 from wipeagent.sources import PhoneArrival, PhoneDeparture, PhoneNotice, SourceEvent
 from wipeagent.transports.ios import UDID_RE, USBMUXD_HINT, IosSettings, UsbmuxAddress
@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 HEADER = struct.Struct("<IIII")  # length (with header), version, message, tag
 MAX_PACKET = 256 * 1024
 SOURCE_SLOT = "usbmuxd"
-
-
-class UsbmuxWireError(Exception):
-    """usbmuxd sent something that is not a valid Listen message."""
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from wipeagent.errors import (
     DeviceTimeout,
     NotAuthorised,
     ProtocolError,
+    UsbInterfaceBusy,
     WipeAgentError,
 )
 from wipeagent.keyfile import read_private_key
@@ -394,12 +395,6 @@ class _GuardedTcpTransport(_PacketGuard, TcpTransportAsync):  # type: ignore[mis
             raise DeviceGone("the ADB connection is closed")
         sent: int = await super().bulk_write(data, transport_timeout_s)
         return sent
-
-
-class UsbInterfaceBusy(DeviceError):
-    """Another program (usually an `adb` server) holds the phone's ADB interface."""
-
-    code = "usb_interface_busy"
 
 
 ADB_SERVER_HINT = (

@@ -47,6 +47,7 @@ from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
 from wipeagent.errors import ConfigError, StoreError
 from wipeagent.session import SessionEvent
+from wipeagent.steps import SessionStep
 from wipeagent.store import Store
 from wipeagent.uplink.alerts import DeliveryStatus, LinkState, assess
 from wipeagent.uplink.outbox import Outbox, OutboxCounts, OutboxItem, Receipt, clean_text
@@ -204,7 +205,7 @@ class Uplink:
 
     def observe(self, event: SessionEvent) -> None:
         """Session observer: a finished session may have issued a certificate."""
-        if event.step == "done":
+        if event.step == SessionStep.DONE:
             self.wake()
 
     async def _idle(self, seconds: float) -> None:

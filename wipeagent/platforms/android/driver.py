@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from wipeagent.clock import Clock
 from wipeagent.errors import (
     BadDeviceData,
+    CommandFailed,
     DeviceError,
     DeviceGone,
     DeviceTimeout,
@@ -94,12 +95,6 @@ class AndroidDriverSettings:
 
 
 AndroidSettings = AndroidDriverSettings  # alias: both names are in use
-
-
-class CommandFailed(DeviceError):
-    """A shell command ran but reported failure (non-zero exit status)."""
-
-    default_hint = "the phone refused a command: see the agent log"
 
 
 def _snippet(data: bytes, limit: int = 200) -> str:
