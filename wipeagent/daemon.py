@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from wipeagent.clock import Clock
 from wipeagent.errors import DeviceGone, WipeAgentError
@@ -116,11 +117,49 @@ class _Unreachable:
         return None
 
 
+@dataclass(frozen=True)
+class RunningPhone:
+    """A phone whose session runs now, as the rest of the agent sees it: a copy made when
+    asked, so a reader (the bench state, the service log, the TCP source) never reaches
+    into a session."""
+
+    key: str  # the source's key (USB serial, "ios:<UDID>", TCP slot)
+    slot: str
+    session_id: str
+    identity: DeviceIdentity | None  # None until the phone is identified
+    # Between starting the erase and the phone's return: its departure is expected.
+    expects_departure: bool
+
+    @property
+    def serial(self) -> str | None:
+        return self.identity.serial if self.identity is not None else None
+
+
+class RunningPhones(Protocol):
+    """The public, typed view of the phones being processed (the Agent provides it)."""
+
+    def phones(self) -> list[RunningPhone]:
+        """Every phone with a running session, by slot."""
+        ...
+
+    def phone_on(self, slot: str) -> RunningPhone | None:
+        """The phone whose session runs on `slot`, if any."""
+        ...
+
+    def is_running(self, key: str) -> bool:
+        """Whether a session runs for the source key `key`."""
+        ...
+
+
 @dataclass
 class _Running:
     session: DeviceSession
     task: asyncio.Task[SessionResult | None]
     slot: str
+
+    def view(self, key: str) -> RunningPhone:
+        s = self.session
+        return RunningPhone(key, self.slot, s.session_id, s.identity, s.expects_departure)
 
 
 @dataclass
@@ -144,6 +183,26 @@ class Agent:
     completed: int = 0
     _finished: asyncio.Event = field(default_factory=asyncio.Event)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # -- the public view (RunningPhones) -------------------------------------------------
+
+    def phones(self) -> list[RunningPhone]:
+        """Every phone with a running session, by slot."""
+        return sorted((r.view(k) for k, r in list(self.running.items())),
+                      key=lambda p: p.slot)
+
+    def phone_on(self, slot: str) -> RunningPhone | None:
+        """The phone whose session runs on `slot`, if any."""
+        for key, running in list(self.running.items()):
+            if running.slot == slot:
+                return running.view(key)
+        return None
+
+    def is_running(self, key: str) -> bool:
+        """Whether a session runs for the source key `key` (the TCP source asks)."""
+        return key in self.running
+
+    # -- sessions ---------------------------------------------------------------------------
 
     def _emit(self, slot: str, step: SessionStep, message: str) -> None:
         if self.observer is not None:

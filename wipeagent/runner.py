@@ -54,7 +54,7 @@ from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig, load_config
 from wipeagent.daemon import Agent
 from wipeagent.errors import ConfigError, JournalRefused, StoreError, WipeAgentError
-from wipeagent.models import DeviceIdentity, ErasePlan, HandoffPolicy
+from wipeagent.models import HandoffPolicy
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.service.gctune import tune_gc
 from wipeagent.service.limits import raise_open_files
@@ -71,7 +71,15 @@ from wipeagent.service.preflight import (
 from wipeagent.service.reload import plan_reload
 from wipeagent.service.statelock import StateDirBusy, StateDirLock
 from wipeagent.service.status import BenchSummary
-from wipeagent.session import DeviceSession, EraseGate, Observer, SessionEvent, allow_all
+from wipeagent.session import (
+    NOT_CONFIRMED,
+    EraseGate,
+    GateRequest,
+    GateVerdict,
+    Observer,
+    SessionEvent,
+    allow_all,
+)
 from wipeagent.steps import TERMINAL_STATES, JournalStep
 from wipeagent.store import Store
 from wipeagent.uplink.alerts import DeliveryStatus, outbox_status
@@ -87,9 +95,9 @@ GateFactory = Callable[[AgentConfig], EraseGate]
 ReloadHook = Callable[[AgentConfig], None]
 
 
-async def deny_all(_s: DeviceSession, _i: DeviceIdentity, _p: ErasePlan) -> bool:
+async def deny_all(_request: GateRequest) -> GateVerdict:
     """The gate before the real one is known: nothing is erased by accident."""
-    return False
+    return NOT_CONFIRMED
 
 
 @dataclass
@@ -117,10 +125,8 @@ class RunContext:
 
     def serial_of(self, event: SessionEvent) -> str | None:
         """The serial of the phone in `event.slot`, once it is identified."""
-        for running in self.agent.running.values():
-            if running.slot == event.slot and running.session.state.identity is not None:
-                return running.session.state.identity.serial
-        return None
+        phone = self.agent.phone_on(event.slot)
+        return phone.serial if phone is not None else None
 
 
 Extension = Callable[[RunContext], AbstractAsyncContextManager[None]]
@@ -496,7 +502,7 @@ class Service:
                     agent_task.result()  # a failed source ends the run loudly (exit 1)
                     return EXIT_OK
                 self.notifier.stopping(status=f"stopping ({self._stop_reason})")
-                in_flight = [(r.session.session_id, r.slot) for r in agent.running.values()]
+                in_flight = [(p.session_id, p.slot) for p in agent.phones()]
                 log.warning("stopping (%s): pausing %d session(s) in flight",
                             self._stop_reason, len(in_flight))
                 agent_task.cancel()

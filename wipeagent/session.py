@@ -84,14 +84,56 @@ class Certifier(Protocol):
     async def certify(self, record: SessionRecord) -> CertificateRow: ...
 
 
-# True when a technician (or the policy) allows this phone to be erased; False (not
-# confirmed) or a Refusal with its own reason code and hint when not.
-EraseGate = Callable[["DeviceSession", DeviceIdentity, ErasePlan], Awaitable[bool | Refusal]]
+Emit = Callable[..., None]
+"""`emit(step, message, instructions=(...))`: tell whoever watches the bench, through the
+session (so the event carries the session's slot, id and serial)."""
 
 
-async def allow_all(_s: DeviceSession, _i: DeviceIdentity, _p: ErasePlan) -> bool:
+@dataclass(frozen=True)
+class GateRequest:
+    """What an erase gate is asked: may the session on `slot` erase this phone with this
+    plan? A gate reads this and answers with a GateVerdict; it never touches the session
+    or its journal."""
+
+    slot: str
+    session_id: str
+    identity: DeviceIdentity
+    plan: ErasePlan
+    emit: Emit
+
+
+# The journal steps a gate may ask the session to write (who or what allowed the erase).
+GATE_STEPS = frozenset({JournalStep.CONFIRMED, JournalStep.BOOKED_IN})
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """A gate's answer. The session applies it: `operator` becomes the session's operator
+    (named in the certificate); `record` is journaled (as `record_step`) before the canary
+    is planted and the erase starts, so who or what allowed the erase stays on record; a
+    denial ends the session not_erased with `refusal`'s code, or `not_confirmed`."""
+
+    allowed: bool
+    operator: str | None = None
+    record_step: JournalStep | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    refusal: Refusal | None = None
+
+    def __post_init__(self) -> None:
+        if self.record_step is not None and self.record_step not in GATE_STEPS:
+            raise ValueError(f"a gate cannot journal {self.record_step!r}")
+
+
+ALLOW = GateVerdict(True)
+NOT_CONFIRMED = GateVerdict(False)
+
+EraseGate = Callable[[GateRequest], Awaitable[GateVerdict]]
+"""Asked after the plan and before the canary: may this phone be erased?"""
+
+
+async def allow_all(_request: GateRequest) -> GateVerdict:
     """The `auto` policy: the precondition checks are the only gate."""
-    return True
+    return ALLOW
 
 
 @dataclass
@@ -170,8 +212,8 @@ class _State:
                 self.erase = self.erase.model_copy(
                     update={"ended_at": datetime.fromisoformat(data["at"])}
                 )
-        elif step == JournalStep.CONFIRMED:
-            self.operator = data.get("operator")
+        elif step in (JournalStep.CONFIRMED, JournalStep.BOOKED_IN):
+            self.operator = data.get("operator") or self.operator
         elif step == JournalStep.VERIFY:
             self.verification = [CheckResult.model_validate(c) for c in data["checks"]]
         elif step == JournalStep.OUTCOME:
@@ -276,6 +318,11 @@ class DeviceSession:
         # The identity this run of the session read from the phone (not the journal's).
         self._identified: DeviceIdentity | None = None
         self.log = logging.LoggerAdapter(log, {"slot": slot})
+
+    @property
+    def identity(self) -> DeviceIdentity | None:
+        """The phone this session identified (or resumed), once it has."""
+        return self.state.identity
 
     @property
     def expects_departure(self) -> bool:
@@ -448,12 +495,21 @@ class DeviceSession:
             return not_erased(f"{s.refusal.message} ({s.refusal.hint})", code=s.refusal.code)
         assert s.plan is not None
         self._emit(SessionStep.PLAN, f"{s.plan.technique} ({s.plan.category.value})")
-        verdict = await self.gate(self, identity, s.plan)
-        if isinstance(verdict, Refusal):
-            return not_erased(f"{verdict.message} ({verdict.hint})", code=verdict.code)
-        if verdict is not True:
+        verdict = await self.gate(GateRequest(self.slot, self.session_id, identity, s.plan,
+                                              self._emit))
+        if verdict.operator is not None:
+            self.operator = verdict.operator
+        if not verdict.allowed:
+            refusal = verdict.refusal
+            if refusal is not None:
+                return not_erased(f"{refusal.message} ({refusal.hint})", code=refusal.code)
             return not_erased("the erase was not confirmed by a technician",
                               code="not_confirmed")
+        if verdict.record_step is not None:
+            record = dict(verdict.record)
+            if verdict.operator is not None:
+                record["operator"] = verdict.operator
+            await self._journal(verdict.record_step, record)
         if s.canary is None:
             canary = await self.driver.plant_canary()
             await self._journal(JournalStep.CANARY, {"canary": canary.model_dump(mode="json")})

@@ -31,7 +31,14 @@ from wipeagent.models import (
     StationInfo,
 )
 from wipeagent.platforms.base import ErasePolicy
-from wipeagent.session import DeviceSession
+from wipeagent.session import (
+    NOT_CONFIRMED,
+    DeviceSession,
+    GateRequest,
+    GateVerdict,
+    SessionEvent,
+)
+from wipeagent.steps import JournalStep, SessionStep
 from wipeagent.store import CertificateRow, ChainHead, NewCertificate, Store
 
 IDENTITY = DeviceIdentity(platform=Platform.ANDROID, manufacturer="Google", model="Pixel 8",
@@ -280,9 +287,9 @@ async def test_certified_phone_replugged_is_processed_again(store: Store) -> Non
 
 
 async def test_gate_refusal_carries_its_own_code(store: Store) -> None:
-    async def intake(_s, _i, _p):  # type: ignore[no-untyped-def]
-        return Refusal(code="not_booked_in", message="not booked in",
-                       hint="book the phone in on the platform")
+    async def intake(_request: GateRequest) -> GateVerdict:
+        return GateVerdict(False, refusal=Refusal(code="not_booked_in", message="not booked in",
+                                                  hint="book the phone in on the platform"))
 
     driver = ScriptedDriver()
     session = DeviceSession(slot="s", driver=driver, store=store,
@@ -297,11 +304,10 @@ async def test_gate_refusal_carries_its_own_code(store: Store) -> None:
 async def test_resume_after_erase_started_does_not_ask_the_gate_again(store: Store) -> None:
     asked: list[str] = []
 
-    async def confirm(session, _i, _p):  # type: ignore[no-untyped-def]
-        asked.append(session.session_id)
-        await store.journal(session.session_id, "confirmed", {"operator": "alice"})
-        session.operator = "alice"
-        return True
+    async def confirm(request: GateRequest) -> GateVerdict:
+        asked.append(request.session_id)
+        return GateVerdict(True, operator="alice", record_step=JournalStep.CONFIRMED,
+                           record={"serial": request.identity.serial})
 
     def with_gate(driver: ScriptedDriver) -> DeviceSession:
         return DeviceSession(slot="s", driver=driver, store=store,
@@ -316,6 +322,36 @@ async def test_resume_after_erase_started_does_not_ask_the_gate_again(store: Sto
     assert result.outcome is Outcome.ERASED
     assert len(asked) == 1  # confirmed once, before the erase
     assert result.record is not None and result.record.operator == "alice"
+    steps = [(r.step, r.data) for r in await store.steps(result.session_id)]
+    # The session journaled the gate's record, with the operator, before the erase.
+    confirmed = [i for i, (step, _d) in enumerate(steps) if step == JournalStep.CONFIRMED]
+    started = [i for i, (step, _d) in enumerate(steps) if step == JournalStep.ERASE_STARTED]
+    assert len(confirmed) == 1 and confirmed[0] < started[0]
+    assert steps[confirmed[0]][1] == {"serial": IDENTITY.serial, "operator": "alice"}
+
+
+async def test_a_gate_tells_the_bench_through_the_session(store: Store) -> None:
+    events: list[SessionEvent] = []
+
+    async def gate(request: GateRequest) -> GateVerdict:
+        request.emit(SessionStep.CONFIRM, "waiting for you", instructions=("confirm it",))
+        return NOT_CONFIRMED
+
+    session = DeviceSession(slot="s", driver=ScriptedDriver(), store=store,
+                            certifier=CountingCertifier(store),
+                            station=StationInfo(station_id="st"), policy=ErasePolicy(),
+                            clock=Clock(1000), gate=gate, observer=events.append)
+    result = await session.run()
+    assert result.codes == ("not_confirmed",)
+    (asked,) = [e for e in events if e.step == SessionStep.CONFIRM]
+    assert (asked.slot, asked.session_id, asked.instructions) == (
+        "s", session.session_id, ("confirm it",))
+    assert JournalStep.CONFIRMED not in [r.step for r in await store.steps(session.session_id)]
+
+
+def test_a_gate_may_only_journal_what_allowed_the_erase() -> None:
+    with pytest.raises(ValueError, match="cannot journal"):
+        GateVerdict(True, record_step=JournalStep.OUTCOME)
 
 
 async def test_answer_lost_while_starting_the_erase_is_verified_not_assumed(

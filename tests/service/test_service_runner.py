@@ -128,9 +128,9 @@ async def sigterm_during_reboot(tmp_path: Path) -> tuple[SessionResult, list[str
         async with asyncio.timeout(30):
             while True:
                 await asyncio.sleep(0.005)
-                running = list(ctx.agent.running.values())
-                if running and running[0].session.expects_departure:
-                    session_id = running[0].session.session_id
+                running = ctx.agent.phones()
+                if running and running[0].expects_departure:
+                    session_id = running[0].session_id
                     break
         os.kill(os.getpid(), signal.SIGTERM)
         assert await asyncio.wait_for(run, 30) == 0

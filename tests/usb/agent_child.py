@@ -36,11 +36,11 @@ from umockdev_bench import Bench
 from wipeagent.assemble import Paths, android_settings, build_agent
 from wipeagent.clock import Clock
 from wipeagent.config import UsbConfig
-from wipeagent.models import DeviceIdentity, ErasePlan
 from wipeagent.platforms.android.driver import AndroidDriver
 from wipeagent.platforms.base import PlatformDriver
-from wipeagent.session import DeviceSession, SessionEvent
+from wipeagent.session import ALLOW, GateRequest, GateVerdict, SessionEvent
 from wipeagent.sources.usb import make_usb_source
+from wipeagent.steps import SessionStep
 from wipeagent.transports.adb import AdbEndpoint, AdbHostKey
 from wipeagent.usb.model import UsbPhone
 from wipeagent_sim.android.bench import SimBench
@@ -90,12 +90,13 @@ async def run(script: dict[str, Any]) -> dict[str, Any]:
 
     gate_calls = Counter[str]()
 
-    async def gate(session: DeviceSession, identity: DeviceIdentity, _plan: ErasePlan) -> bool:
-        gate_calls[identity.serial] += 1
-        observe(SessionEvent(session.slot, session.session_id, "gate", identity.serial))
-        if script.get("gate") == "hold_first" and gate_calls[identity.serial] == 1:
+    async def gate(request: GateRequest) -> GateVerdict:
+        serial = request.identity.serial
+        gate_calls[serial] += 1
+        request.emit(SessionStep.CONFIRM, serial)
+        if script.get("gate") == "hold_first" and gate_calls[serial] == 1:
             await asyncio.Event().wait()  # until the session is cancelled (unplugged)
-        return True
+        return ALLOW
 
     bench = Bench()
     sims = SimBench(profiles=sim_profiles(tmp, script.get("sims", [])) or ["pixel8-clean"],

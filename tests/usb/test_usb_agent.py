@@ -59,7 +59,7 @@ def test_unplug_before_erase_pauses_and_replug_resumes(run_agent_bench: BenchRun
     out = run_agent_bench(
         [
             {"op": "plug", "port": "1-2", "profile": "pixel_adb", "serial": "RESUME01"},
-            {"op": "wait", "slot": "B2", "step": "gate"},  # held here: before the erase
+            {"op": "wait", "slot": "B2", "step": "confirm"},  # held here: before the erase
             {"op": "unplug", "port": "1-2"},
             {"op": "wait", "slot": "B2", "step": "paused"},
             {"op": "sleep", "seconds": 3},  # nothing runs while the phone is away
@@ -70,7 +70,7 @@ def test_unplug_before_erase_pauses_and_replug_resumes(run_agent_bench: BenchRun
         slots={"1-2": "B2"},
         gate="hold_first",
     )
-    first = steps_of(out, "gate")[0]["session"]
+    first = steps_of(out, "confirm")[0]["session"]
     # While unplugged: paused, the journal entry still open (nothing after the pause).
     paused_at = out["events"].index(steps_of(out, "paused")[0])
     assert [e["step"] for e in out["events"][paused_at + 1:]][:2] == ["connect", "identify"]

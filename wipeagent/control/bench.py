@@ -25,7 +25,7 @@ from wipeagent.session import SessionEvent
 from wipeagent.steps import SessionStep
 
 if TYPE_CHECKING:
-    from wipeagent.daemon import Agent
+    from wipeagent.daemon import RunningPhones
 
 # An operator name goes into signed certificates (custody.operator, at most 128 chars) and
 # onto terminals: printable, no markup or control characters, bounded.
@@ -118,7 +118,7 @@ class BenchState:
         self.clock = clock
         self.station_id = station_id
         self.policy = policy
-        self.agent: Agent | None = None
+        self.agent: RunningPhones | None = None
         self.slots: dict[str, SlotState] = {}
         self.pending: dict[str, Confirmation] = {}
         self.operator: str | None = None
@@ -129,8 +129,8 @@ class BenchState:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def attach(self, agent: Agent) -> None:
-        """Read running sessions (and the phones they identified) from this Agent."""
+    def attach(self, agent: RunningPhones) -> None:
+        """Read the running phones (and who they are) from this view (the Agent)."""
         self.agent = agent
 
     def observe(self, event: SessionEvent) -> None:
@@ -173,10 +173,9 @@ class BenchState:
         """Copy the identity of the session running on this slot, if the agent has one."""
         if self.agent is None:
             return
-        for running in list(self.agent.running.values()):
-            if running.slot == state.slot and running.session.state.identity is not None:
-                state.phone = PhoneSummary.of(running.session.state.identity)
-                return
+        phone = self.agent.phone_on(state.slot)
+        if phone is not None and phone.identity is not None:
+            state.phone = PhoneSummary.of(phone.identity)
 
     # -- operator -------------------------------------------------------------------------
 
@@ -270,7 +269,7 @@ class BenchState:
         """The bench as plain JSON-able data (the body of GET /status)."""
         running_slots = set()
         if self.agent is not None:
-            running_slots = {r.slot for r in list(self.agent.running.values())}
+            running_slots = {p.slot for p in self.agent.phones()}
         slots = []
         for state in sorted(self.slots.values(), key=lambda s: s.slot):
             pending = self.pending.get(state.slot)
