@@ -123,6 +123,20 @@ class ConfigError(WipeAgentError):
     default_hint = "fix the configuration file and start the agent again"
 
 
+class StartupRefused(ConfigError):
+    """`wipeagent run` cannot start for a reason a person fixes (exit 78)."""
+
+    code = "startup_refused"
+
+
+class StateDirBusy(StartupRefused):
+    """Another agent holds the state directory's lock."""
+
+    code = "state_dir_busy"
+    default_hint = ("stop the other agent first (systemctl stop wipeagent), or give this "
+                    "one its own state_dir")
+
+
 class StoreError(WipeAgentError):
     """The journal could not be read or written."""
 

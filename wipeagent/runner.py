@@ -53,7 +53,14 @@ from wipeagent.certify import StoreCertifier
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig, load_config
 from wipeagent.daemon import Agent
-from wipeagent.errors import ConfigError, JournalRefused, StoreError, WipeAgentError
+from wipeagent.errors import (
+    ConfigError,
+    JournalRefused,
+    StartupRefused,
+    StateDirBusy,
+    StoreError,
+    WipeAgentError,
+)
 from wipeagent.models import HandoffPolicy
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.service.gctune import tune_gc
@@ -61,7 +68,6 @@ from wipeagent.service.limits import raise_open_files
 from wipeagent.service.logs import EventLogger, setup_logging
 from wipeagent.service.notify import Notifier, watchdog_interval
 from wipeagent.service.preflight import (
-    StartupRefused,
     check_development_pki,
     os_error,
     prepare_state_dir,
@@ -69,7 +75,7 @@ from wipeagent.service.preflight import (
     uses_development_pki,
 )
 from wipeagent.service.reload import plan_reload
-from wipeagent.service.statelock import StateDirBusy, StateDirLock
+from wipeagent.service.statelock import StateDirLock
 from wipeagent.service.status import BenchSummary
 from wipeagent.session import (
     NOT_CONFIRMED,

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from wipeagent.config import AgentConfig
-from wipeagent.errors import ConfigError, StoreError
+from wipeagent.errors import StartupRefused, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,6 @@ PKI_HINT = (
     "--station-id ID`, have the CSR signed by your organisation CA (`wipeagent pki "
     "sign-station`), then set [certificates] key and chain; for a test bench only, set "
     "[certificates] allow_development_pki = true")
-
-class StartupRefused(ConfigError):
-    """`wipeagent run` cannot start for a reason a person fixes (exit 78)."""
-
-    code = "startup_refused"
-
 
 # sqlite3 result codes (sqlite3.h) that a person fixes on the file system.
 _SQLITE_FIXABLE = {3: "permission denied", 8: "read-only", 13: "disk full",

@@ -17,17 +17,9 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from wipeagent.service.preflight import StartupRefused
+from wipeagent.errors import StateDirBusy
 
 LOCK_NAME = "agent.lock"
-
-
-class StateDirBusy(StartupRefused):
-    """Another agent holds the state directory's lock."""
-
-    code = "state_dir_busy"
-    default_hint = ("stop the other agent first (systemctl stop wipeagent), or give this "
-                    "one its own state_dir")
 
 
 class StateDirLock:
