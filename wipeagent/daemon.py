@@ -42,7 +42,7 @@ from wipeagent.session import (
     allow_all,
 )
 from wipeagent.sources import DeviceSource, PhoneArrival, PhoneNotice, SourceEvent
-from wipeagent.steps import SessionStep
+from wipeagent.steps import JournalStep, SessionStep
 from wipeagent.store import Store
 from wipeagent.technician import NO_TECHNICIAN, Technician
 
@@ -54,7 +54,8 @@ SOURCE_RESTART_MAX_S = 60.0
 
 
 # Session states (last journaled step) from which a phone may be out of the bench's reach.
-UNREACHABLE_STATES = ("handoff_started", "handoff_last", "handoff", "outcome")
+UNREACHABLE_STATES = (JournalStep.HANDOFF_STARTED, JournalStep.HANDOFF_LAST, JournalStep.HANDOFF,
+                      JournalStep.OUTCOME)
 
 
 @dataclass

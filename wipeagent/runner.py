@@ -278,7 +278,7 @@ async def _handed_off_slots(store: Store) -> int:
     count = 0
     for row in latest.values():
         if row.state in TERMINAL_STATES and any(
-                step.step == "handoff" for step in await store.steps(row.id)):
+                step.step == JournalStep.HANDOFF for step in await store.steps(row.id)):
             count += 1
     return count
 

@@ -422,7 +422,7 @@ class DeviceSession:
             identity = await self.driver.identify()
             self._identified = identity
             await self._journal(
-                "identify", {"identity": identity.model_dump(mode="json")},
+                JournalStep.IDENTIFY, {"identity": identity.model_dump(mode="json")},
                 serial=identity.serial,
             )
             self._emit(SessionStep.IDENTIFY, f"{identity.manufacturer} {identity.model} "
@@ -464,7 +464,8 @@ class DeviceSession:
                 await self._journal(JournalStep.IMEI_ENTERED, {
                     "imeis": list(entered.imeis), "operator": entered.operator,
                     "at": entered.at.isoformat()})
-                self._emit(SessionStep.IDENTIFY, f"IMEI {', '.join(entered.imeis) or 'none'} entered "
+                self._emit(SessionStep.IDENTIFY,
+                           f"IMEI {', '.join(entered.imeis) or 'none'} entered "
                                        f"by {entered.operator or 'the technician'}")
         if s.booking is None:
             current = s.current_identity() or identity
@@ -533,7 +534,8 @@ class DeviceSession:
         if s.returned is None:
             if resumed and plan.manual:
                 # The display that showed the steps died with the old agent.
-                self._emit(SessionStep.MANUAL_RESET, "waiting for the technician to reset the phone",
+                self._emit(SessionStep.MANUAL_RESET,
+                           "waiting for the technician to reset the phone",
                            instructions=plan.instructions)
             self._emit(SessionStep.AWAIT_RETURN, "waiting for the phone to come back")
             try:
@@ -687,7 +689,8 @@ class DeviceSession:
         and the erase claim stays the first, verified one. If the phone still answers
         this bench afterwards (no reset, or no answer in time), the settings are put back
         as under policy restore and the final reset is recorded as failed."""
-        self._emit(SessionStep.FINAL_RESET, "the erase is verified: reset the phone once more for its "
+        self._emit(SessionStep.FINAL_RESET,
+                   "the erase is verified: reset the phone once more for its "
                    "next owner", instructions=final_reset_instructions(self.slot))
         watcher = asyncio.ensure_future(
             self.driver.wait_until_gone(FINAL_RESET_WATCH_S))
@@ -741,7 +744,8 @@ class DeviceSession:
         if replayed.operator:
             self.operator = replayed.operator
         assert replayed.plan is not None
-        self._emit(SessionStep.RESUME, "finishing the session of a phone that is no longer reachable")
+        self._emit(SessionStep.RESUME,
+                   "finishing the session of a phone that is no longer reachable")
         decision = replayed.decision or await self._hand_off(
             decide(replayed.plan, replayed.verification))
         return await self._finish(decision)
@@ -798,10 +802,12 @@ class DeviceSession:
                 booking=s.booking,
             )
             certificate = await self.certifier.certify(record)
-            await self._journal(JournalStep.CERTIFIED, {"certificate_id": certificate.certificate_id,
-                                              "sequence": certificate.sequence}, state=SessionState.DONE)
+            await self._journal(JournalStep.CERTIFIED,
+                                {"certificate_id": certificate.certificate_id,
+                                 "sequence": certificate.sequence}, state=SessionState.DONE)
         else:
-            await self._journal(JournalStep.ENDED, {"reason": "phone never identified"}, state=SessionState.DONE)
+            await self._journal(JournalStep.ENDED, {"reason": "phone never identified"},
+                                state=SessionState.DONE)
         self._emit(SessionStep.DONE, decision.outcome.value, outcome=decision.outcome)
         return SessionResult(self.session_id, self.slot, decision.outcome, identity,
                              decision.reasons, decision.exceptions, certificate, record,

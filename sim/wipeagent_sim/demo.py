@@ -44,9 +44,9 @@ from wipeagent.control.intake import IntakeList, parse_entry
 from wipeagent.models import Booking, DeviceIdentity
 from wipeagent.session import DeviceSession, SessionEvent, SessionResult
 from wipeagent.sources.usbmux import make_usbmux_source
+from wipeagent.steps import SessionStep
 from wipeagent.technician import Attestation, EnteredImeis
 from wipeagent.usb.slots import SlotMap
-from wipeagent.steps import SessionStep
 from wipeagent_sim.android.bench import SimBench
 from wipeagent_sim.android.phone import SimAndroidPhone
 from wipeagent_sim.android.profiles import list_profiles

@@ -45,9 +45,13 @@ STEP_PROGRESS: dict[SessionStep, float] = {
     SessionStep.MANUAL_RESET: 0.45,
     SessionStep.AWAIT_RETURN: 0.60,
     SessionStep.VERIFY: 0.85,
+    SessionStep.HANDOFF: 0.90,
+    SessionStep.FINAL_RESET: 0.95,
     SessionStep.DONE: 1.0,
 }
-NO_PROGRESS = frozenset({SessionStep.RESUME, SessionStep.NOTICE, SessionStep.PAUSED})
+# IMEI: a question between identify and diagnose, the progress stays where it is.
+NO_PROGRESS = frozenset({SessionStep.RESUME, SessionStep.NOTICE, SessionStep.PAUSED,
+                         SessionStep.IMEI})
 
 HISTORY = 32  # events kept per slot
 MAX_SLOTS = 256  # slots remembered (a flapping source must not grow memory without bound)

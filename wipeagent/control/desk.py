@@ -28,6 +28,7 @@ from wipeagent.control.intake import IntakeList
 from wipeagent.identifiers import valid_imei
 from wipeagent.models import Booking, DeviceIdentity
 from wipeagent.session import SessionEvent, final_reset_instructions
+from wipeagent.steps import SessionStep
 from wipeagent.technician import MAX_IMEIS, Attestation, EnteredImeis
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class _Request:
     answer: asyncio.Future[tuple[tuple[str, ...], str | None]]
 
 
-def _emit(session: DeviceSession, bench: BenchState, step: str, message: str,
+def _emit(session: DeviceSession, bench: BenchState, step: SessionStep, message: str,
           instructions: tuple[str, ...] = ()) -> None:
     event = SessionEvent(session.slot, session.session_id, step, message,
                          instructions=instructions)
@@ -123,7 +124,7 @@ class BenchTechnician:
     async def enter_imeis(self, session: DeviceSession,
                           identity: DeviceIdentity) -> EnteredImeis | None:
         request = self._open("imei", session, identity)
-        _emit(session, self.bench, "imei",
+        _emit(session, self.bench, SessionStep.IMEI,
               f"{identity.manufacturer} {identity.model} serial {identity.serial} did not "
               "give its IMEI: scan or type it",
               instructions=(f"scan the IMEI barcode (box, SIM tray) of the phone on "
@@ -133,7 +134,7 @@ class BenchTechnician:
                             f"{session.slot} --none"))
         answer = await self._wait(request, self.imei_timeout_s)
         if answer is None:
-            _emit(session, self.bench, "imei", f"no IMEI entered within "
+            _emit(session, self.bench, SessionStep.IMEI, f"no IMEI entered within "
                   f"{self.imei_timeout_s:g} s: the certificate carries none")
             return None
         imeis, operator = answer
@@ -150,12 +151,12 @@ class BenchTechnician:
     async def attest_final_reset(self, session: DeviceSession,
                                  identity: DeviceIdentity) -> Attestation | None:
         request = self._open("final_reset", session, identity)
-        _emit(session, self.bench, "final_reset", "waiting for the technician to reset the "
-              "phone once more and confirm it",
+        _emit(session, self.bench, SessionStep.FINAL_RESET,
+              "waiting for the technician to reset the phone once more and confirm it",
               instructions=final_reset_instructions(session.slot))
         answer = await self._wait(request, self.final_reset_timeout_s)
         if answer is None:
-            _emit(session, self.bench, "final_reset", "nobody confirmed the final reset "
+            _emit(session, self.bench, SessionStep.FINAL_RESET, "nobody confirmed the final reset "
                   f"within {self.final_reset_timeout_s:g} s")
             return None
         return Attestation(answer[1], self.clock.now())
