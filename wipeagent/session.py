@@ -190,6 +190,8 @@ class _State:
                 reference=data.get("reference", ""), matched_by=data["kind"],
                 identifier=data["identifier"], source=data.get("source", "api"),
                 added_by=data.get("added_by"))
+            # Journaled by the intake gate's verdict, it names the operator at the bench.
+            self.operator = data.get("operator") or self.operator
         elif step == JournalStep.HANDOFF_STARTED:
             self.handoff_started_at = datetime.fromisoformat(data["at"])
         elif step == JournalStep.HANDOFF_LAST:
@@ -212,7 +214,7 @@ class _State:
                 self.erase = self.erase.model_copy(
                     update={"ended_at": datetime.fromisoformat(data["at"])}
                 )
-        elif step in (JournalStep.CONFIRMED, JournalStep.BOOKED_IN):
+        elif step == JournalStep.CONFIRMED:
             self.operator = data.get("operator") or self.operator
         elif step == JournalStep.VERIFY:
             self.verification = [CheckResult.model_validate(c) for c in data["checks"]]
