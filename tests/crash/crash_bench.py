@@ -29,6 +29,8 @@ from wipeagent.certs.verify import VerifiedCertificate, check_sequence, verify_c
 from wipeagent.clock import Clock
 from wipeagent_sim.android.bench import BenchPhone, SimBench
 from wipeagent_sim.android.phone import SimAndroidPhone
+from wipeagent_sim.ios import SimIosBench
+from wipeagent_sim.ios.phone import SimIPhone
 
 HERE = Path(__file__).parent
 AGENT = HERE / "agent_killpoint.py"
@@ -191,7 +193,8 @@ class CrashBench:
     reboot timeout is what a resumed session whose erase was never sent waits out."""
 
     def __init__(self, tmp: Path, profiles: list[str | Path], *, speed: float = SPEED,
-                 reboot_timeout_s: float = 300, manual_reset_timeout_s: float = 600) -> None:
+                 reboot_timeout_s: float = 300, manual_reset_timeout_s: float = 600,
+                 ios_profiles: list[str | Path] | None = None) -> None:
         self.tmp = tmp
         self.clock = Clock(speed)
         self.speed = speed
@@ -199,13 +202,21 @@ class CrashBench:
         self.config_path = tmp / "agent.toml"
         self.reboot_timeout_s = reboot_timeout_s
         self.manual_reset_timeout_s = manual_reset_timeout_s
-        self.sim = SimBench(profiles=profiles, state_dir=tmp / "sims", clock=self.clock)
+        self.sim = SimBench(profiles=profiles, state_dir=tmp / "sims",
+                            clock=self.clock) if profiles else None
+        self.ios = SimIosBench(ios_profiles, clock=self.clock) if ios_profiles else None
         self.technician = Technician(self)
         self.runs: list[AgentProcess] = []
 
     async def __aenter__(self) -> Self:
-        await self.sim.start()
-        endpoints = ", ".join(f'"{p.host}:{p.port}"' for p in self.sim.phones)
+        if self.sim is not None:
+            await self.sim.start()
+        if self.ios is not None:
+            await self.ios.start()
+        endpoints = ", ".join(f'"{p.host}:{p.port}"' for p in self.phones)
+        ios = (f'enabled = true\nusbmuxd = "{self.ios.address}"\npair_timeout_s = 300\n'
+               f'command_timeout_s = 300\nreboot_timeout_s = {self.reboot_timeout_s}'
+               if self.ios is not None else "enabled = false")
         self.config_path.write_text(f"""
 state_dir = "{self.state}"
 clock_speed = {self.speed}
@@ -225,7 +236,7 @@ poll_interval_s = 4
 [usb]
 enabled = false
 [ios]
-enabled = false
+{ios}
 [certificates]
 allow_development_pki = true
 [control]
@@ -242,11 +253,18 @@ socket = "{self.tmp / 'control.sock'}"
         for task in list(self.technician.tasks):
             task.cancel()
         await asyncio.gather(*self.technician.tasks, return_exceptions=True)
-        await self.sim.close()
+        if self.sim is not None:
+            await self.sim.close()
+        if self.ios is not None:
+            await self.ios.close()
 
     @property
     def phones(self) -> list[BenchPhone]:
-        return self.sim.phones
+        return self.sim.phones if self.sim is not None else []
+
+    @property
+    def iphones(self) -> list[SimIPhone]:
+        return self.ios.phones if self.ios is not None else []
 
     def phone(self, name: str) -> SimAndroidPhone:
         """The phone of this profile."""
@@ -266,14 +284,34 @@ socket = "{self.tmp / 'control.sock'}"
     def journal(self) -> Journal:
         return read_journal(self.journal_path)
 
-    async def start_agent(self, *, crash_at: str | None = None) -> AgentProcess:
+    def certified_serials(self) -> set[str]:
+        """Serials with a finished, certified session."""
+        journal = self.journal()
+        certified = {c["session_id"] for c in journal.certificates}
+        return {s.serial for s in journal.sessions
+                if s.id in certified and s.serial and s.state == "done"}
+
+    async def run_until_certified(self, serials: set[str]) -> AgentProcess:
+        """`wipeagent run` (no --once: usbmuxd phones are no endpoints) until every phone
+        in `serials` has a certificate, then SIGTERM; the run must end with exit 0."""
+        run = await self.start_agent(once=False)
+        await self.until("every phone certified",
+                         lambda: serials <= self.certified_serials(), run, RUN_TIMEOUT * 2)
+        run.send(signal.SIGTERM)
+        rc = await run.wait()
+        assert rc == 0, f"agent exited {rc}:\n{run.tail()}"
+        return run
+
+    async def start_agent(self, *, crash_at: str | None = None,
+                          once: bool = True) -> AgentProcess:
         env = {k: v for k, v in os.environ.items() if k != "WIPEAGENT_CRASH_AT"}
         if crash_at:
             env["WIPEAGENT_CRASH_AT"] = crash_at
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO),
                                                           env.get("PYTHONPATH")]))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(AGENT), "run", "--once", "--config", str(self.config_path),
+            sys.executable, str(AGENT), "run", *(["--once"] if once else []),
+            "--config", str(self.config_path),
             env=env, cwd=self.tmp, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         run = AgentProcess(proc, self.tmp / f"agent-{len(self.runs) + 1}.log",

@@ -24,6 +24,7 @@ import re
 import socket
 import ssl
 import threading
+import uuid
 import xml.parsers.expat
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -237,6 +238,10 @@ class IosConnection:
         return str(self.client.host_id)
 
     @property
+    def system_buid(self) -> str:
+        return str(self.client.system_buid)
+
+    @property
     def values(self) -> dict[str, Any]:
         """The default-domain values read at session start (validated by the caller)."""
         values = self.client.all_values
@@ -316,8 +321,10 @@ class PairingKeys:
     HostID per host from its hostname (lockdown.generate_host_id). Two RSA-2048 keys cost
     about 0.25 s of CPU a pairing; this bench makes them once, keeps them 0600 in
     `<pair records>/host-keys.pem` (checked like every private key, wipeagent.keyfile),
-    and signs only the three certificates for each phone. The HostID stays pymobiledevice3's
-    per-host one, which the after-erase check relies on (the old pairing is rejected).
+    and signs only the three certificates for each phone. The HostID is new for every
+    pairing, as libimobiledevice makes it (see `_pair`): the after-erase check asks the
+    phone about the pre-erase pairing's HostID (`pairing_known`), and a pairing made after
+    the erase must never answer for it.
     """
 
     def __init__(self, root: RSAPrivateKey, host: RSAPrivateKey) -> None:
@@ -429,7 +436,14 @@ async def _pair_record_for(client: UsbmuxLockdownClient, record_dir: Path) -> di
 
 async def _pair(client: UsbmuxLockdownClient, udid: str, clock: Clock, *,
                 settings: IosSettings, record_dir: Path, address: UsbmuxAddress) -> None:
-    """Send Pair until the person taps Trust (poll on the Clock) or pair_timeout passes."""
+    """Send Pair until the person taps Trust (poll on the Clock) or pair_timeout passes.
+
+    Every pairing gets a random HostID of its own, like libimobiledevice's (src/lockdown.c,
+    generate_uuid); pymobiledevice3 would derive one from the host name, the same for
+    every pairing of this bench. The post-erase check asks the
+    phone whether it still knows the HostID of the pairing made *before* the erase, and a
+    pairing made after the erase must never answer for it."""
+    client.host_id = str(uuid.uuid4()).upper()
     record = await _pair_record_for(client, record_dir)
     host_key = record.pop("_HostPrivateKey")
     request: dict[str, Any] = {
@@ -476,6 +490,51 @@ async def _pair(client: UsbmuxLockdownClient, udid: str, clock: Clock, *,
     await asyncio.to_thread(save_pair_record, record_dir, udid, record)
     client.pair_record = record
     log.info("[iOS|%s] paired", udid)
+
+
+async def pairing_known(
+    udid: str,
+    address: UsbmuxAddress,
+    record_dir: Path,
+    clock: Clock,
+    settings: IosSettings,
+    *,
+    host_id: str,
+    system_buid: str,
+) -> bool:
+    """Whether the phone still knows the pairing `host_id`: StartSession with that HostID
+    (and the SystemBUID it was made with) on a fresh, unpaired lockdown connection. True:
+    the phone accepted it (its pairing store, on the data volume, kept the pairing);
+    False: InvalidHostID (it has no such pairing). Needs neither the pair record's keys
+    nor a session: the connection is closed before any TLS. ProtocolError for any other
+    answer; DeviceGone / DeviceTimeout while the phone does not answer."""
+    if not UDID_RE.fullmatch(udid):
+        raise BadDeviceData(f"not a UDID: {udid[:64]!r}")
+    with mapped_errors("connect to lockdownd", usbmuxd=address):
+        client = await clock.wait_for(
+            create_using_usbmux(serial=udid, autopair=False, pair_record={},
+                                pairing_records_cache_folder=record_dir,
+                                usbmux_address=address.library,
+                                local_hostname=socket.gethostname()),
+            settings.connect_timeout_s)
+    conn = IosConnection(client, udid, clock, settings, address)
+    try:
+        request = {"Label": client.label, "Request": "StartSession", "HostID": host_id,
+                   "SystemBUID": system_buid}
+        with mapped_errors("StartSession with the pre-erase HostID", usbmuxd=address):
+            answer = await clock.wait_for(client.service.send_recv_plist(request),
+                                          settings.command_timeout_s)
+        if not isinstance(answer, dict):
+            raise ProtocolError("StartSession: the answer is not a dictionary")
+        error = answer.get("Error")
+        if error == "InvalidHostID":
+            return False
+        if error is None and isinstance(answer.get("SessionID"), str):
+            return True
+        raise ProtocolError(f"StartSession with the pre-erase HostID answered "
+                            f"{str(error)[:60]!r}")
+    finally:
+        await conn.close()
 
 
 async def connect_ios(

@@ -91,9 +91,10 @@ async def test_refused_erase_and_a_phone_that_never_returns(tmp_path: Path) -> N
             await driver.close()
 
 
-async def test_resumed_verify_proves_nothing_it_did_not_see(tmp_path: Path) -> None:
-    # The agent restarted between the phone's return and verify: a new driver cannot tell
-    # whether the pre-erase pairing was rejected, so the session must not end "erased".
+async def test_resumed_verify_tests_the_pre_erase_pairing(tmp_path: Path) -> None:
+    # The agent restarted between the phone's return and verify: the new driver asks the
+    # phone about the pairing journaled before the erase (its HostID), not about the one
+    # made after it, and reaches the same verdict an uninterrupted session would.
     async with SimIosBench(["clean"], clock=Clock(100)) as bench:
         first = driver_for(bench, tmp_path)
         ident = await first.identify()
@@ -101,14 +102,18 @@ async def test_resumed_verify_proves_nothing_it_did_not_see(tmp_path: Path) -> N
         assert isinstance(plan, ErasePlan)
         canary = await first.plant_canary()
         await first.start_erase(plan)
-        await first.await_return(ident, plan)
+        await first.await_return(ident, plan)  # pairs again, with a HostID of its own
         await first.close()
         second = driver_for(bench, tmp_path)
         try:
             verification = await second.verify(ident, plan, canary)
+            assert second._conn is not None
+            assert second._conn.host_id != canary.settings["ios.host_id"]
         finally:
             await second.close()
         status = {c.id: c.status.value for c in verification}
-        assert status["ios.verify.old_pairing"] == "error"
+        assert status["ios.verify.old_pairing"] == "pass"
         assert status["ios.verify.identity_key"] == "pass"
-        assert decide(plan, verification).outcome.value == "not_erased"
+        assert status["ios.verify.restarted"] == "pass"
+        assert status["ios.verify.storage"] == "pass"
+        assert decide(plan, verification).outcome.value == "erased"

@@ -300,15 +300,65 @@ def cryptographic_erase(plan: ErasePlan) -> CheckResult:
         {"encryption": "data_protection"}, R)
 
 
-def storage_after(before: int | None, after: DiskUsage) -> CheckResult:
-    """Information: used space before and after (space, not content)."""
+# A reset must free at least this share of the space used before it, and this much.
+MIN_FREED_SHARE = 0.5
+MIN_FREED_BYTES = 1_000_000_000
+
+
+def storage_after(before: int | None, after: DiskUsage, *,
+                  activated_before: bool) -> CheckResult:
+    """Validation: the used space on the data volume dropped across the erase. A phone
+    that only looks new (unactivated, new identity key, old pairing refused) but still
+    holds its data shows it here: space, not content, but a quantity the phone cannot
+    shrink without freeing it. A phone that was not in use before (unactivated) may
+    have nothing to free: then this check says so and does not count."""
     used = after.used_bytes
-    detail = (f"used space {before / 1e9:.1f} GB before, {used / 1e9:.1f} GB after"
-              if before is not None and used is not None else "not reported")
-    return make("ios.verify.storage", "Used space", CheckStatus.INFO,
-                "lockdown GetValue com.apple.disk_usage (before and after)",
-                detail + " (iOS reports space, not content: informational)",
-                {"used_bytes_before": before, "used_bytes_after": used}, V)
+    method = "lockdown GetValue com.apple.disk_usage TotalDataCapacity - TotalDataAvailable " \
+             "(before and after)"
+    evidence: Evidence = {"used_bytes_before": before, "used_bytes_after": used,
+                          "activated_before": activated_before}
+    if before is None or used is None:
+        return make("ios.verify.storage", "Used space freed", CheckStatus.ERROR, method,
+                    "check not carried out: used space not reported "
+                    f"{'before' if before is None else 'after'} the erase", evidence, V)
+    freed = before - used
+    detail = f"used space {before / 1e9:.1f} GB before, {used / 1e9:.1f} GB after"
+    if freed >= MIN_FREED_BYTES and freed >= MIN_FREED_SHARE * before:
+        return make("ios.verify.storage", "Used space freed", CheckStatus.PASS, method,
+                    f"{detail}: {freed / 1e9:.1f} GB freed", evidence, V)
+    if not activated_before:
+        return make("ios.verify.storage", "Used space freed", CheckStatus.INFO, method,
+                    f"{detail}; the phone was not activated before the erase, so there was "
+                    "no user data to free (informational)", evidence, V)
+    return make("ios.verify.storage", "Used space freed", CheckStatus.FAIL, method,
+                f"{detail}: the data volume is as full as before the erase, so the user "
+                "data was not removed", evidence, V)
+
+
+def left_the_bus(before: int | None, after: int | None, *,
+                 host_restarted: bool = False) -> CheckResult:
+    """Verification: the phone restarted, as seen from this host. usbmuxd gives every USB
+    attachment a new DeviceID; a phone that never detached (a reset faked without a
+    restart) keeps the one it had before the erase. Necessary, not sufficient (a re-plug
+    also changes it), and not the phone's own word."""
+    method = "usbmuxd ListDevices DeviceID (before and after)"
+    evidence: Evidence = {"device_id_before": before, "device_id_after": after}
+    if before is None or after is None:
+        return make("ios.verify.restarted", "Restarted (left the bus)", CheckStatus.ERROR,
+                    method, "check not carried out: usbmuxd DeviceID unknown "
+                    f"{'before' if before is None else 'after'} the erase", evidence, R)
+    if host_restarted:
+        return make("ios.verify.restarted", "Restarted (left the bus)", CheckStatus.INFO,
+                    method, "the bench PC restarted since the erase began: usbmuxd DeviceIDs "
+                    "from before it cannot be compared (informational)", evidence, R)
+    if before == after:
+        return make("ios.verify.restarted", "Restarted (left the bus)", CheckStatus.FAIL,
+                    method, f"the phone never left the USB bus (usbmuxd DeviceID {before} "
+                    "before and after): it did not restart, so no erase took place",
+                    evidence, R)
+    return make("ios.verify.restarted", "Restarted (left the bus)", CheckStatus.PASS, method,
+                f"the phone left the bus and came back (usbmuxd DeviceID {before} -> "
+                f"{after})", evidence, R)
 
 
 def find_my_after(associated: bool | None) -> CheckResult:

@@ -7,7 +7,6 @@ the I/O and the waiting; every wait goes through the Clock.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from pathlib import Path
@@ -24,7 +23,6 @@ from wipeagent.errors import (
     DeviceGone,
     DeviceTimeout,
     IdentityMismatch,
-    NotAuthorised,
     ProtocolError,
 )
 from wipeagent.models import (
@@ -59,6 +57,7 @@ from wipeagent.transports.ios import (
     delete_pair_record,
     load_pair_record,
     mapped_errors,
+    pairing_known,
 )
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,12 @@ log = logging.getLogger(__name__)
 # session compares against the same values.
 KEY_FP = "ios.device_public_key_sha256"
 HOST_ID = "ios.host_id"
+SYSTEM_BUID = "ios.system_buid"
 USED_BYTES = "ios.used_bytes"
+ACTIVATION_BEFORE = "ios.activation_state"
+MUX_DEVICE_ID = "ios.usbmux_device_id"
+HOST_BOOT_ID = "host.boot_id"
+HOST_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 DEVICELINK_VERSION = 300
 BACKUP2_VERSIONS = [2.0, 2.1]
 
@@ -87,19 +91,30 @@ class IosDriver:
         self._conn: IosConnection | None = None
         self._values: dict[str, Any] | None = None
         self._disk: DiskUsage | None = None
-        self._old_rejected: bool | None = None
-        self._probed = False  # the old pairing was tried after the return
-        self._key_after: str | None = None
 
     def _tag(self) -> str:
         return f"[iOS|{self.udid}]"
 
     async def _connection(self) -> IosConnection:
         if self._conn is None or self._conn.closed:
-            self._conn = await connect_ios(self.udid, self.address, self.record_dir,
-                                           self.clock, self.settings)
+            self._conn = await self._connect_when_answering()
             self._values = None
         return self._conn
+
+    async def _connect_when_answering(self) -> IosConnection:
+        """Connect (and pair); while usbmuxd lists the phone but lockdown does not answer
+        yet (a phone still booting: it is attached before lockdownd listens), try again
+        for up to connect_timeout_s instead of giving up on a phone that is present."""
+        deadline = self.clock.monotonic() + self.settings.connect_timeout_s
+        while True:
+            try:
+                return await connect_ios(self.udid, self.address, self.record_dir,
+                                         self.clock, self.settings)
+            except DeviceGone as exc:
+                if self.clock.monotonic() >= deadline or await self._listed() is not True:
+                    raise
+                log.info("%s listed but lockdown not answering yet: %s", self._tag(), exc)
+            await self.clock.sleep(self.settings.poll_interval_s)
 
     async def connect(self) -> None:
         """Reach the phone and pair (waits for Trust up to pair_timeout_s)."""
@@ -163,16 +178,28 @@ class IosDriver:
     # ------------------------------------------------------------------ marker
 
     async def plant_canary(self) -> Canary:
-        """Plant nothing (no writable user area over lockdown without AFC); record the
-        pairing and identity key this bench will expect the erase to have destroyed."""
+        """Plant nothing (no writable user area over lockdown without AFC); record what
+        the erase must change, journaled before it starts so that a resumed session tests
+        the same things: the pairing (HostID, SystemBUID) and identity key this bench
+        expects the erase to destroy, the used space it expects to be freed, the
+        activation state, and usbmuxd's DeviceID of this attachment (a phone that
+        restarts leaves the bus and comes back under a new one)."""
         conn = await self._connection()
         fp = key_fingerprint(await conn.get_value(key="DevicePublicKey"))
         if fp is None:
             raise ProtocolError("the phone gave no usable DevicePublicKey")
         disk = parse_disk_usage(await self._domain("com.apple.disk_usage"))
-        marks = {KEY_FP: fp, HOST_ID: conn.host_id}
+        values = await conn.refresh_values()
+        marks = {KEY_FP: fp, HOST_ID: conn.host_id, SYSTEM_BUID: conn.system_buid,
+                 ACTIVATION_BEFORE: text(values, "ActivationState", ACTIVATION_RE)}
         if disk.used_bytes is not None:
             marks[USED_BYTES] = str(disk.used_bytes)
+        device_id = await self._device_id()
+        if device_id is not None:
+            marks[MUX_DEVICE_ID] = str(device_id)
+        host_boot = _host_boot_id()
+        if host_boot:
+            marks[HOST_BOOT_ID] = host_boot
         return Canary(files=(), settings=marks, token=secrets.token_hex(16))
 
     # ------------------------------------------------------------------ erase
@@ -241,18 +268,31 @@ class IosDriver:
 
     async def _listed(self) -> bool | None:
         """Whether usbmuxd lists the phone (None: usbmuxd not reachable right now)."""
+        devices = await self._mux_devices()
+        return None if devices is None else any(d.matches_udid(self.udid) for d in devices)
+
+    async def _device_id(self) -> int | None:
+        """usbmuxd's DeviceID of the phone's current attachment (None: not listed)."""
+        for device in await self._mux_devices() or []:
+            if device.matches_udid(self.udid) and device.is_usb:
+                devid = device.devid
+                return devid if isinstance(devid, int) and not isinstance(devid, bool) \
+                    else None
+        return None
+
+    async def _mux_devices(self) -> list[usbmux.MuxDevice] | None:
         try:
             with mapped_errors("usbmuxd ListDevices", usbmuxd=self.address):
-                devices = await self.clock.wait_for(
+                devices: list[usbmux.MuxDevice] = await self.clock.wait_for(
                     usbmux.list_devices(usbmux_address=self.address.library),
                     self.settings.command_timeout_s)
         except DeviceError:
             return None
-        return any(d.matches_udid(self.udid) for d in devices)
+        return devices
 
     async def await_return(self, expected: DeviceIdentity, plan: ErasePlan) -> DeviceIdentity:
-        """Wait for the phone to leave and come back; prove the old pairing is rejected
-        (before pairing again: the new pairing reuses the HostID); pair; check identity."""
+        """Wait for the phone to leave and come back, pair again (a new pairing: the phone
+        forgot the old one) and check its identity before anything else runs."""
         deadline = self.clock.monotonic() + plan.return_timeout_s
 
         def remaining() -> float:
@@ -264,7 +304,6 @@ class IosDriver:
                     hint="check the phone's screen; unplug it and plug it in again")
             return left
 
-        old_record = await asyncio.to_thread(load_pair_record, self.record_dir, self.udid)
         if self._conn is not None:
             await self._conn.close()
         self._conn = None
@@ -274,34 +313,17 @@ class IosDriver:
         while await self._listed() is not False:
             await self.clock.sleep(min(poll, remaining()))
         log.info("%s went away", self._tag())
-        # 2. Back on the bus, lockdown answering: the old pairing must be rejected.
+        # 2. Back on the bus with lockdown answering: pair again (the technician may have
+        #    to tap Trust) and identify.
         while True:
             remaining()
             if await self._listed():
                 try:
-                    probe = await connect_ios(
-                        self.udid, self.address, self.record_dir, self.clock, self.settings,
-                        pair=False, pair_record=old_record or {})
-                except (DeviceGone, DeviceTimeout, NotAuthorised) as exc:
-                    log.debug("%s not answering yet: %s", self._tag(), exc)
-                else:
-                    # Without the pre-erase record nothing was proven (check ERROR).
-                    self._old_rejected = not probe.paired if old_record else None
-                    self._probed = True
-                    self._key_after = key_fingerprint(
-                        await probe.get_value(key="DevicePublicKey"))
-                    await probe.close()
+                    self._conn = await connect_ios(self.udid, self.address, self.record_dir,
+                                                   self.clock, self.settings)
                     break
-            await self.clock.sleep(min(poll, remaining()))
-        # 3. Pair again (the technician may have to tap Trust) and identify.
-        settings = self.settings
-        while True:
-            try:
-                self._conn = await connect_ios(self.udid, self.address, self.record_dir,
-                                               self.clock, settings)
-                break
-            except (DeviceGone, DeviceTimeout) as exc:
-                log.debug("%s not back yet: %s", self._tag(), exc)
+                except (DeviceGone, DeviceTimeout) as exc:
+                    log.debug("%s not back yet: %s", self._tag(), exc)
             await self.clock.sleep(min(poll, remaining()))
         found = await self.identify()
         differing = expected.mismatches(found)
@@ -315,30 +337,41 @@ class IosDriver:
 
     async def verify(self, identity: DeviceIdentity, plan: ErasePlan,
                      canary: Canary) -> list[CheckResult]:
-        """Validation (the bench's pairing is gone) and verification (new identity key,
-        unactivated), plus what the phone says about Find My and MDM now."""
+        """Validation (the pre-erase pairing is gone, the used space was freed) and
+        verification (new identity key, unactivated, the phone left the bus), plus what
+        the phone says about Find My and MDM now. Every comparison is with what was
+        journaled before the erase (`canary.settings`), so a session resumed after an
+        agent restart tests exactly what an uninterrupted one would."""
         conn = await self._connection()
-        values = self._values if self._values is not None else await conn.refresh_values()
-        host_id = canary.settings.get(HOST_ID, "")
-        if not self._probed:
-            # Resumed after an agent restart between the return and here: the old pairing
-            # was not tried before this bench paired again, so nothing is proven (ERROR,
-            # hence not erased; the phone needs another pass).
-            self._old_rejected = None
-            self._key_after = key_fingerprint(await conn.get_value(key="DevicePublicKey"))
+        values = await conn.refresh_values()
+        self._values = values
+        marks = canary.settings
+        host_id = marks.get(HOST_ID, "")
+        old_known: bool | None = None
+        if host_id:
+            old_known = await pairing_known(
+                self.udid, self.address, self.record_dir, self.clock, self.settings,
+                host_id=host_id, system_buid=marks.get(SYSTEM_BUID, conn.system_buid))
+        if host_id and host_id == conn.host_id:
+            # Our current session runs on the pre-erase pairing: the phone kept it.
+            old_known = True
+        key_after = key_fingerprint(await conn.get_value(key="DevicePublicKey"))
         results = [
-            checks.old_pairing_rejected(self._old_rejected, host_id),
-            checks.identity_key_changed(canary.settings.get(KEY_FP), self._key_after),
+            checks.old_pairing_rejected(None if old_known is None else not old_known, host_id),
+            checks.identity_key_changed(marks.get(KEY_FP), key_after),
         ]
         buddy = await self._domain("com.apple.PurpleBuddy")
         results.append(checks.unactivated(
             text(values, "ActivationState", ACTIVATION_RE),
             boolean(buddy.get("SetupDone")) if buddy else None))
+        results.append(checks.left_the_bus(
+            _int_mark(marks.get(MUX_DEVICE_ID)), await self._device_id(),
+            host_restarted=HOST_BOOT_ID in marks and marks[HOST_BOOT_ID] != _host_boot_id()))
         results.append(checks.cryptographic_erase(plan))
-        used_before = canary.settings.get(USED_BYTES)
         results.append(checks.storage_after(
-            int(used_before) if used_before and used_before.isdigit() else None,
-            parse_disk_usage(await self._domain("com.apple.disk_usage"))))
+            _int_mark(marks.get(USED_BYTES)),
+            parse_disk_usage(await self._domain("com.apple.disk_usage")),
+            activated_before=marks.get(ACTIVATION_BEFORE) == "Activated"))
         fmip = await self._domain("com.apple.fmip")
         results.append(checks.find_my_after(boolean(fmip.get("IsAssociated")) if fmip else None))
         results.append(checks.mdm_check(await self._management(conn), after=True))
@@ -423,3 +456,17 @@ class IosDriver:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
+
+
+def _int_mark(value: str | None) -> int | None:
+    """A journaled integer mark (decimal text), None when absent or not a number."""
+    return int(value) if value is not None and value.isdigit() and len(value) < 20 else None
+
+
+def _host_boot_id() -> str:
+    """This bench PC's boot id (Linux): usbmuxd numbers attachments afresh after a PC
+    restart, so DeviceIDs from before it say nothing."""
+    try:
+        return HOST_BOOT_ID_PATH.read_text(encoding="ascii").strip()[:64]
+    except (OSError, UnicodeError):
+        return ""
