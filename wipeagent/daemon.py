@@ -13,6 +13,7 @@ phone's failure touch another.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -184,6 +185,11 @@ class Agent:
     completed: int = 0
     _finished: asyncio.Event = field(default_factory=asyncio.Event)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    # Keys whose departure for the erase's reboot was seen (and ignored) while their
+    # session ran, until the source announces them back; and keys whose session ended
+    # before that announcement came (see handle).
+    _away: set[str] = field(default_factory=set)
+    _catching_up: set[str] = field(default_factory=set)
 
     # -- the public view (RunningPhones) -------------------------------------------------
 
@@ -252,6 +258,11 @@ class Agent:
             entry = self.running.get(key)
             if entry is not None and entry.task is me:
                 del self.running[key]
+                if key in self._away:
+                    # The source saw the phone leave for its reset and has not announced
+                    # it back yet: that arrival is the same phone, not a re-plug.
+                    self._away.discard(key)
+                    self._catching_up.add(key)
             if self.leaving.get(key) is me:
                 del self.leaving[key]
             self.completed += 1
@@ -267,7 +278,14 @@ class Agent:
                 # connection, so a handed-over one is closed.
                 if event.driver is not None:
                     self._close_later(event.driver)
+                self._away.discard(event.key)
                 return
+            if event.key in self._catching_up:
+                # The phone came back from the reset of a session that has ended since:
+                # it never left the bench. Like a phone present when the agent started,
+                # it is not processed again unless its last session left no certificate.
+                self._catching_up.discard(event.key)
+                event = dataclasses.replace(event, present_at_start=True)
             session = self._session(event)
             task = asyncio.get_running_loop().create_task(
                 self._run_one(event.key, session, self.leaving.get(event.key)),
@@ -276,8 +294,10 @@ class Agent:
         else:
             running = self.running.get(event.key)
             if running is None:
+                self._catching_up.discard(event.key)  # really gone: next arrival is new
                 return
             if running.session.expects_departure:
+                self._away.add(event.key)
                 return  # the reboot the erase causes
             del self.running[event.key]
             self.leaving[event.key] = running.task

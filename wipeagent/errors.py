@@ -116,6 +116,14 @@ class UsbInterfaceBusy(DeviceError):
 # -- the agent's own inputs and outputs ----------------------------------------------------
 
 
+class InternalError(WipeAgentError):
+    """The agent failed in a way nothing anticipated (a bug, or phone input no check
+    foresaw). Ends that session (with a certificate saying so), never another."""
+
+    code = "internal_error"
+    default_hint = "set the phone aside and report it with the agent log"
+
+
 class ConfigError(WipeAgentError):
     """The configuration is invalid."""
 

@@ -31,6 +31,7 @@ from wipeagent.errors import (
     DeviceGone,
     DeviceTimeout,
     IdentityMismatch,
+    InternalError,
     StoreError,
     WipeAgentError,
 )
@@ -451,6 +452,12 @@ class DeviceSession:
             return await self._fail(exc)
         except WipeAgentError as exc:
             return await self._fail(exc)
+        except Exception as exc:
+            # A bug, or phone input nothing anticipated: this session still ends with a
+            # certificate saying what happened (above all when its erase had started),
+            # and no other session is touched.
+            self.log.exception("[%s] session failed unexpectedly", self.slot)
+            return await self._fail(exc)
 
     async def _complete_identity(self) -> None:
         """Before the erase: the IMEIs a phone would not give, from the technician; the
@@ -754,7 +761,14 @@ class DeviceSession:
 
     async def _fail(self, exc: Exception) -> SessionResult:
         hint = exc.hint if isinstance(exc, WipeAgentError) else "set the phone aside"
-        code = exc.code if isinstance(exc, WipeAgentError) else BadDeviceData.code
+        if isinstance(exc, WipeAgentError):
+            code = exc.code
+        elif isinstance(exc, ValidationError):
+            code = BadDeviceData.code  # a phone value that failed a record's validation
+        else:
+            exc = InternalError(f"internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+                                "the agent log has the details")
+            code = exc.code
         if self.state.erase is not None:
             reason = (f"the erase was started but could not be verified: {exc} ({hint})")
         else:

@@ -71,6 +71,8 @@ class Expectation(Protocol):
     def expected_reason(self) -> str | None: ...
     @property
     def expected_category(self) -> str | None: ...
+    @property
+    def expected_checks(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -82,15 +84,19 @@ class IosProfileInfo:
     expected_reason: str | None
     expected_category: str | None
     demo: bool
+    description: str = ""
+    expected_checks: tuple[str, ...] = ()
 
 
 def ios_profiles() -> list[IosProfileInfo]:
     """Every bundled iOS profile with what it must end as."""
     infos = []
     for name in available_profiles():
-        exp = load_profile(name).expect
+        profile = load_profile(name)
+        exp = profile.expect
         infos.append(IosProfileInfo(name, exp.outcome, exp.reason or None,
-                                    exp.category or None, exp.demo))
+                                    exp.category or None, exp.demo, profile.description,
+                                    tuple(exp.checks)))
     return infos
 
 
@@ -260,6 +266,14 @@ def check_expectation(profile: Expectation, result: SessionResult | None,
         return f"expected reason {profile.expected_reason}, got {', '.join(result.codes)}"
     if profile.expected_category and category != profile.expected_category:
         return f"expected category {profile.expected_category}, got {category}"
+    if profile.expected_checks:
+        checks = {c.id: c.status.value for c in result.record.verification} \
+            if result.record is not None else {}
+        passed = [c for c in profile.expected_checks if checks.get(c, "missing") == "pass"]
+        missing = [c for c in profile.expected_checks if c not in checks]
+        if passed or missing:
+            return (f"expected {', '.join(profile.expected_checks)} not to pass; "
+                    f"passed: {', '.join(passed) or '-'}, missing: {', '.join(missing) or '-'}")
     return None
 
 

@@ -28,6 +28,7 @@ import logging
 import os
 import posixpath
 import stat as statmod
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from wipeagent.clock import Clock
 from wipeagent_sim.adb.backend import FileStat, PowerCycleHandler, ShellResult
 from wipeagent_sim.android.profiles import (
     MAX_FILE_BYTES,
+    OutputSpec,
     PhoneProfile,
     decode_escapes,
     encode_value,
@@ -436,6 +438,7 @@ class Package:
     system: bool
     enabled: bool = True
     version_code: int = 1
+    size_kb: int = 0
 
 
 @dataclass(frozen=True)
@@ -561,6 +564,15 @@ class SimAndroidPhone:
         self.fs.make_skeleton()
         self._load_files()
         self._install_root_and_sysfs()
+        # The kernel's view: /proc/sys/kernel/random/boot_id and /proc/uptime.
+        self.boot_id = str(uuid.uuid4())
+        self.booted_at = clock.monotonic() - dev.uptime_s
+        # What a lying phone keeps hidden from the shell (truth, not what it says).
+        self.hidden_user_files: dict[str, bytes] = {}
+        self.hidden_user_data_kb = 0
+        self.hidden_apps_kb = 0
+        self.reset_answered = False  # the reset has "happened" as far as the phone says
+        self.prompt_override: str | None = None
 
     # --- construction helpers ---------------------------------------------------------
 
@@ -659,7 +671,8 @@ class SimAndroidPhone:
             else:
                 path = _third_party_path(name)
             packages = [p for p in packages if p.name != name]
-            packages.append(Package(name, path, entry.system, entry.enabled, entry.version_code))
+            packages.append(Package(name, path, entry.system, entry.enabled, entry.version_code,
+                                    0 if entry.system else entry.size_kb))
         return packages
 
     def _load_files(self) -> None:
@@ -767,6 +780,8 @@ class SimAndroidPhone:
         if self.is_key_authorised(android_pubkey):
             return True
         policy = self.profile.authorisation
+        if self.prompt_override is not None:
+            policy = policy.model_copy(update={"prompt": self.prompt_override})
         if policy.prompt == "refuse":
             return False
         line = android_pubkey.rstrip(b"\x00").strip().decode("ascii", "replace")
@@ -814,10 +829,55 @@ class SimAndroidPhone:
         return answered
 
     async def shell(self, command: str) -> ShellResult:
-        """Run one non-interactive command line as the shell user."""
+        """Run one non-interactive command line as the shell user (with the profile's
+        post-reset answers and noise, if any)."""
         from wipeagent_sim.android.shell import AndroidShell
 
-        return await AndroidShell(self).run(command)
+        lie = self.profile.lie
+        spec = lie.outputs_after.get(command) if self.reset_answered else None
+        if spec is not None:
+            result = ShellResult(stdout=_output(spec), stderr=b"", exit_code=0)
+        else:
+            result = await AndroidShell(self).run(command)
+        return self._noisy(result)
+
+    def _noisy(self, result: ShellResult) -> ShellResult:
+        noise = self.profile.noise
+        if not (noise.trailing_spaces or noise.blank_lines or noise.crlf) or not result.stdout:
+            return result
+        lines = result.stdout.split(b"\n")
+        if noise.trailing_spaces:
+            lines = [line + b"   " if line else line for line in lines]
+        out = b"\n".join(lines)
+        if noise.blank_lines:
+            out = b"\n" + out + b"\n\n"
+        if noise.crlf:
+            out = out.replace(b"\n", b"\r\n")
+        return ShellResult(stdout=out, stderr=result.stderr, exit_code=result.exit_code)
+
+    def proc_file(self, path: str) -> bytes | None:
+        """The kernel's files the shell user may read: boot id and uptime (None: not one
+        of them)."""
+        if path == "/proc/sys/kernel/random/boot_id":
+            return f"{self.boot_id}\n".encode()
+        if path == "/proc/uptime":
+            up = max(0.0, self.clock.monotonic() - self.booted_at)
+            return f"{up:.2f} {up * 3.7:.2f}\n".encode()
+        return None
+
+    def truth(self) -> dict[str, object]:
+        """What really happened to the phone's data (for tests and the fault matrix),
+        whatever the phone says: erased only after a reset that removed every user file,
+        account, third-party app and user data, hidden copies included."""
+        data_left = bool(self.fs.user_files() or self.hidden_user_files or self.accounts
+                         or self.third_party_packages() or self.user_data_kb
+                         or self.hidden_user_data_kb or self.hidden_apps_kb)
+        return {"erased": self.counters.factory_resets >= 1 and not data_left,
+                "factory_resets": self.counters.factory_resets,
+                "power_cycles": self.counters.power_cycles,
+                "user_files": len(self.fs.user_files()) + len(self.hidden_user_files),
+                "history": list(self.counters.history),
+                "online": self.online}
 
     def stat(self, path: str) -> FileStat | None:
         """sync STAT: None if missing or not visible to the shell user."""
@@ -878,22 +938,81 @@ class SimAndroidPhone:
     async def finish_power_cycle(self) -> None:
         """Sleep the reboot time (bench seconds) and apply what the power cycle does."""
         self.online = False
-        await self.clock.sleep(self.profile.device.reboot_seconds)
         kind = self._pending_kind or "reboot"
+        lie = self.profile.lie
+        reboots = kind != "testharness" or lie.reboot
+        await self.clock.sleep(self.profile.device.reboot_seconds if reboots
+                               else lie.adbd_restart_seconds)
         self._pending_kind = None
         if kind == "testharness":
-            self._factory_reset(keep_adb_keys=True)
+            self._testharness_reset()
         elif kind == "factory_reset":
             self._factory_reset(keep_adb_keys=False)
         else:
             self.boot_count += 1
             self.settings["global"]["boot_count"] = str(self.boot_count)
+        if reboots:
+            self.boot_id = str(uuid.uuid4())
+            self.booted_at = self.clock.monotonic()
+        elif lie.spoof_boot_id:
+            self.boot_id = str(uuid.uuid4())
         self._boot_runtime_props()
         self.counters.power_cycles += 1
         self.counters.last_power_cycle = kind
         self.counters.history.append(kind)
+        if kind == "testharness" and lie.never_returns:
+            log.info("[Android|%s] stays off after its reset (lie)", self.serial)
+            await asyncio.Event().wait()  # until the bench shuts down
         self.online = True
         log.info("[Android|%s] booted after %s", self.serial, kind)
+
+    def _testharness_reset(self) -> None:
+        """`cmd testharness enable` as the profile's [lie] has it (honest by default)."""
+        lie = self.profile.lie
+        self.reset_answered = True
+        if lie.reset == "none":
+            if lie.reboot:
+                self.boot_count += 1
+                self.settings["global"]["boot_count"] = str(self.boot_count)
+        elif lie.reset == "full":
+            self._factory_reset(keep_adb_keys=True)
+        elif lie.reset == "fake":
+            # The shell sees a fresh phone; the data stays on it, out of the shell's sight.
+            self.hidden_user_files.update(self.fs.user_files())
+            self.hidden_user_data_kb += self.user_data_kb
+            self.hidden_apps_kb += sum(p.size_kb for p in self.packages if not p.system)
+            self._factory_reset(keep_adb_keys=True, real=False)
+        else:  # partial
+            kept = {path: data for path, data in self.fs.user_files().items()
+                    if self._kept(path)}
+            setting = self.settings["global"].get("wipeagent_canary")
+            user_data_kb = self.user_data_kb
+            self._factory_reset(keep_adb_keys=True, real=False)
+            for path, data in kept.items():
+                self.fs.write(path, data, make_parents=True)
+            if "user_files" in lie.keep:
+                self.user_data_kb = user_data_kb
+            if setting is not None and "canary_setting" in lie.keep:
+                self.settings["global"]["wipeagent_canary"] = setting
+        if lie.encryption_after is not None:
+            encrypted = lie.encryption_after != "none"
+            self.build_props["ro.crypto.state"] = "encrypted" if encrypted else "unencrypted"
+            if encrypted:
+                self.build_props["ro.crypto.type"] = lie.encryption_after
+            else:
+                self.build_props.pop("ro.crypto.type", None)
+        if lie.serial_after is not None:
+            for key in ("ro.serialno", "ro.boot.serialno"):
+                self.build_props[key] = lie.serial_after
+        if lie.revoke_adb_keys:
+            self._clear_keys()
+            self.prompt_override = "manual"  # nobody at the phone taps Allow
+
+    def _kept(self, path: str) -> bool:
+        """Whether a partial reset keeps this user file (canary files are the bench's)."""
+        canary = posixpath.basename(path).startswith(".wipeagent-")
+        return ("canary_files" in self.profile.lie.keep) if canary else (
+            "user_files" in self.profile.lie.keep)
 
     # --- power cycles and resets ------------------------------------------------------
 
@@ -925,8 +1044,9 @@ class SimAndroidPhone:
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
 
-    def _factory_reset(self, *, keep_adb_keys: bool) -> None:
-        self.counters.factory_resets += 1
+    def _factory_reset(self, *, keep_adb_keys: bool, real: bool = True) -> None:
+        if real:  # a partial or faked reset is not one
+            self.counters.factory_resets += 1
         self.generation += 1
         self.accounts = []
         self.packages = [p for p in self.packages if p.system]
@@ -978,8 +1098,13 @@ class SimAndroidPhone:
 
     # --- control API for the simulated technician and tests ---------------------------
 
-    def request_testharness_reset(self) -> asyncio.Task[None]:
-        """What `cmd testharness enable` does once it has answered."""
+    def request_testharness_reset(self) -> asyncio.Task[None] | None:
+        """What `cmd testharness enable` does once it has answered (a phone that lies
+        with reset "none" and no reboot does nothing at all and stays connected)."""
+        lie = self.profile.lie
+        if lie.reset == "none" and not lie.reboot:
+            self.reset_answered = True
+            return None
         return self.schedule_power_cycle("testharness")
 
     def perform_manual_factory_reset(self) -> asyncio.Task[None]:
@@ -1087,11 +1212,14 @@ class SimAndroidPhone:
         return self.lock_screen in ("pin", "pattern", "password")
 
     def data_used_kb(self) -> int:
-        """Used space on /data in KiB."""
+        """Used space on /data in KiB (data a lying phone hides from the shell still
+        takes space: df tells)."""
+        hidden = sum(len(d) for d in self.hidden_user_files.values())
         return (
             self.profile.storage.data_system_used_kb
-            + self.user_data_kb
-            + (self.fs.user_bytes() + 1023) // 1024
+            + self.user_data_kb + self.hidden_user_data_kb + self.hidden_apps_kb
+            + sum(p.size_kb for p in self.packages if not p.system)
+            + (self.fs.user_bytes() + hidden + 1023) // 1024
         )
 
 
@@ -1099,3 +1227,11 @@ def _setting_text(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
+
+
+def _output(spec: OutputSpec) -> bytes:
+    """The bytes of a configured answer (byte escapes applied, repeated to size)."""
+    data = encode_value(decode_escapes(spec.text))
+    if spec.repeat_to_bytes is not None and data:
+        data = (data * (spec.repeat_to_bytes // len(data) + 1))[: spec.repeat_to_bytes]
+    return data

@@ -14,7 +14,8 @@ same bytes on output.
 
 Schema (every table rejects unknown keys, so a typo is an error naming the file and key):
 
-    [meta]           description, expected_outcome, expected_reason, expected_category, demo
+    [meta]           description, expected_outcome, expected_reason, expected_category,
+                     expected_checks (check ids that must not pass), demo
     [device]         identity, build, security and boot facts (see `DeviceSection`)
     [authorisation]  the "Allow USB debugging?" prompt: prompt = accept|refuse|manual
     [battery]        health figures as BatteryService reports them
@@ -30,6 +31,11 @@ Schema (every table rejects unknown keys, so a typo is an error naming the file 
     [quirks]         frozen_settings (writes ignored), adb_stays_on
     [faults]         "service prefix" = malformed_packet | wrong_checksum |
                      oversized_payload | hang | disconnect
+    [lie]            how the phone misbehaves around its reset (see `LieSection`): a
+                     reset that does nothing, wipes only part, is faked without a
+                     reboot; another identity, encryption or no authorisation after it;
+                     never back; [lie.outputs_after] answers built to confuse parsers
+    [noise]          trailing_spaces, blank_lines, crlf in every answer (harmless)
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ class MetaSection(_Strict):
     expected_outcome: Outcome
     expected_reason: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
     expected_category: Category | None = None
+    # Check ids that must not pass in this phone's verification (the reason, named).
+    expected_checks: list[str] = Field(default_factory=list)
     demo: bool = True
 
     @model_validator(mode="after")
@@ -119,6 +127,7 @@ class DeviceSection(_Strict):
     su_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_/.-]{1,200}$")
     reboot_seconds: float = Field(default=45.0, ge=0, le=3600)
     boot_count: int = Field(default=12, ge=1)
+    uptime_s: float = Field(default=86_400.0, ge=0, description="seconds since boot at start")
     adb_enabled: bool = True
     # None: what adbd of that Android version advertises (ls_v2 arrived with Android 11).
     adb_features: str | None = Field(default=None, pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$")
@@ -183,6 +192,8 @@ class PackageEntry(_Strict):
     enabled: bool = True
     path: str | None = None
     version_code: int = Field(default=1, ge=0)
+    # APK, data and caches of a third-party app on /data (KiB); a reset frees them.
+    size_kb: int = Field(default=150_000, ge=0)
 
 
 class DeviceOwnerEntry(_Strict):
@@ -236,6 +247,61 @@ class QuirksSection(_Strict):
     adb_stays_on: bool = False
 
 
+class OutputSpec(_Strict):
+    """A command's stdout as the phone answers it: `text` (byte escapes allowed), repeated
+    and cut to exactly `repeat_to_bytes` bytes when that is given."""
+
+    text: str = Field(max_length=64 * 1024)
+    repeat_to_bytes: int | None = Field(default=None, ge=1, le=MAX_FILE_BYTES)
+
+
+KeptItem = Literal["user_files", "canary_files", "canary_setting"]
+
+
+class LieSection(_Strict):
+    """How a phone misbehaves around its reset (`cmd testharness enable`). All off: an
+    honest phone. The simulator keeps the truth (what really happened to the data) apart
+    from what the phone says, so tests can check the agent's verdict against it."""
+
+    # full: the honest reset. none: answers success and wipes nothing. partial: wipes
+    # accounts, apps and settings but keeps what `keep` names. fake: makes the shell's
+    # view look freshly reset (accounts, apps, files, settings, boot_count 1) while the
+    # data stays on the phone.
+    reset: Literal["full", "none", "partial", "fake"] = "full"
+    keep: list[KeptItem] = Field(default_factory=list)
+    # True: goes down and boots again (a new boot id, uptime from 0). False: does not
+    # reboot; with reset "none" it stays connected, otherwise only adbd restarts (the
+    # connection drops for `adbd_restart_seconds`) while the kernel keeps running.
+    reboot: bool = True
+    adbd_restart_seconds: float = Field(default=3.0, ge=0, le=600)
+    spoof_boot_id: bool = False  # reports a new boot id although it did not reboot
+    encryption_after: Literal["file", "block", "none"] | None = None
+    # Another phone answers after the reboot: these identity properties change.
+    serial_after: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    revoke_adb_keys: bool = False  # forgets the bench's key; nobody taps Allow again
+    never_returns: bool = False  # stays off after going down for the reset
+    # Command line -> stdout the phone answers instead, once the reset has happened
+    # (answers built to confuse the agent's parsers).
+    outputs_after: dict[str, OutputSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LieSection:
+        if self.keep and self.reset != "partial":
+            raise ValueError("keep applies to reset = 'partial' only")
+        if self.reset == "partial" and not self.keep:
+            raise ValueError("reset = 'partial' needs keep")
+        return self
+
+
+class NoiseSection(_Strict):
+    """Harmless noise in every answer of an honest phone (old adb in PTY mode sends CRLF;
+    some OEM builds pad lines): the agent must still read it right."""
+
+    trailing_spaces: bool = False
+    blank_lines: bool = False
+    crlf: bool = False
+
+
 class PhoneProfile(_Strict):
     """A whole profile file, validated."""
 
@@ -257,6 +323,8 @@ class PhoneProfile(_Strict):
     # Without a [telephony] section the service exists but answers null (no IMEI known).
     telephony: TelephonySection = TelephonySection(answer="null")
     quirks: QuirksSection = QuirksSection()
+    lie: LieSection = LieSection()
+    noise: NoiseSection = NoiseSection()
 
 
 @dataclass(frozen=True)
@@ -270,6 +338,7 @@ class ProfileInfo:
     expected_reason: str | None
     expected_category: Category | None
     demo: bool
+    expected_checks: tuple[str, ...] = ()
 
 
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|\\)")
@@ -352,6 +421,7 @@ def list_profiles() -> list[ProfileInfo]:
                 expected_reason=meta.expected_reason,
                 expected_category=meta.expected_category,
                 demo=meta.demo,
+                expected_checks=tuple(meta.expected_checks),
             )
         )
     return infos

@@ -875,6 +875,10 @@ class AndroidShell:
             if path == "-":
                 io.out += stdin
                 continue
+            proc = self.phone.proc_file(path)
+            if proc is not None:
+                io.out += proc
+                continue
             try:
                 io.out += self.phone.fs.read(path)
             except FsError as exc:

@@ -156,6 +156,9 @@ class SimIPhone:
         self.powered = True
         self.plugged = True
         self.erase_count = 0
+        # Truth, whatever the phone says: the data volume was really wiped.
+        self.data_wiped = False
+        self.erased_once = False  # the phone answers as erased (values_after, udid_after)
         self._prompt: _Prompt | None = None
         self._trust_next: bool | None = None  # the person is ready to answer the next prompt
         self._ports: dict[int, _ServicePort] = {}
@@ -267,8 +270,17 @@ class SimIPhone:
         self._start_power_cycle(erase=False)
 
     def start_erase(self) -> None:
-        """Erase all content and settings, then reboot into Setup (Unactivated)."""
-        self._start_power_cycle(erase=True)
+        """Erase all content and settings, then reboot into Setup (Unactivated) (or what
+        the profile's lying [erase] says instead)."""
+        if self.profile.erase.acknowledge_only:
+            log.info("[iOS|%s] acknowledges the erase and does nothing (lie)", self.udid)
+            return
+        self._start_power_cycle(erase=not self.profile.erase.reboot_only)
+
+    def truth(self) -> dict[str, object]:
+        """What really happened to the phone (tests and the fault matrix)."""
+        return {"erased": self.data_wiped, "erase_count": self.erase_count,
+                "visible": self.visible}
 
     def _start_power_cycle(self, *, erase: bool) -> None:
         if self.busy:
@@ -293,7 +305,8 @@ class SimIPhone:
 
     def _apply_erase(self, new_key: rsa.RSAPrivateKey) -> None:
         old = self.state
-        after = self.profile.erase.state_after
+        lie = self.profile.erase
+        after = lie.state_after
         if after is None:
             keep_lock = old.find_my and self.profile.erase.activation_lock_survives
             after = State(
@@ -305,13 +318,18 @@ class SimIPhone:
                 user_data_bytes=0,
                 total_data_capacity=old.total_data_capacity,
             )
+        if lie.keep_data:
+            after = after.model_copy(update={"user_data_bytes": old.user_data_bytes})
         self.state = after
-        self.pairings.clear()
-        self._escrow.clear()
+        if not lie.keep_pairings:
+            self.pairings.clear()
+            self._escrow.clear()
         self._tls_cache.clear()
         self._key = new_key
         self.device_name = "iPhone"
         self.erase_count += 1
+        self.erased_once = True
+        self.data_wiped = not (lie.keep_data or lie.keep_pairings)
 
     async def wait_idle(self) -> None:
         """Wait for a running erase/reboot to finish (no timeout: callers add one)."""
@@ -371,6 +389,10 @@ class SimIPhone:
             "WiFiAddress": self.wifi_address,
         }
         values.update(self.profile.extra_values)
+        if self.erased_once:
+            if self.profile.erase.udid_after:
+                values["UniqueDeviceID"] = self.profile.erase.udid_after
+            values.update(self.profile.erase.values_after)
         return values
 
     def domain(self, name: str) -> dict[str, Any] | None:

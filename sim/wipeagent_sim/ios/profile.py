@@ -83,6 +83,24 @@ class Erase(_Model):
     """After an erase with Find My on, the phone stays associated (Activation Lock)."""
     state_after: State | None = None
     """State after an erase; None = factory state (Unactivated, no passcode, no data)."""
+    # Phones that lie (all off: an honest erase). The simulator keeps the truth (was the
+    # data volume wiped?) apart from what the phone says.
+    acknowledge_only: bool = False
+    """EraseDevice is answered with success, then nothing happens: no erase, no restart,
+    the phone stays connected."""
+    reboot_only: bool = False
+    """The phone restarts after EraseDevice but erases nothing: it comes back unchanged."""
+    keep_pairings: bool = False
+    """The erase resets the phone but its pairing store (on the data volume) survives:
+    the pre-erase pairing is still accepted."""
+    keep_data: bool = False
+    """The phone comes back looking new (Unactivated, a new identity key, pairings
+    forgotten) while the data stays: the data volume is as full as before."""
+    udid_after: str = ""
+    """Lockdown reports this UniqueDeviceID after the erase (usbmuxd keeps the old one)."""
+    values_after: dict[str, Any] = Field(default_factory=dict)
+    """Default-domain lockdown values after the erase, of any type (merged over the
+    generated ones): answers of unexpected types."""
 
 
 class Faults(_Model):
@@ -107,6 +125,8 @@ class Expect(_Model):
     reason: str = ""
     """A reason code the session must report (not_erased), e.g. "find_my"."""
     category: Literal["", "clear", "purge"] = ""
+    checks: list[str] = Field(default_factory=list)
+    """Check ids that must not pass in this phone's verification (the reason, named)."""
     demo: bool = True
     """Part of `wipeagent demo`."""
 

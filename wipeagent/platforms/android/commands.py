@@ -24,6 +24,10 @@ BOOT_COUNT = "settings get global boot_count"
 SETUP_COMPLETE = "settings get secure user_setup_complete"
 TEST_HARNESS_PROP = "getprop persist.sys.test_harness"
 ALIVE = "echo wipeagent-alive"
+# The kernel's own account of the boot (world-readable procfs): a random id made at every
+# boot, and seconds since it. A reset reboots the phone; a faked one does not.
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+UPTIME = "cat /proc/uptime"
 
 # /sdcard after a factory reset (Environment.STANDARD_DIRECTORIES + Android/).
 DEFAULT_SDCARD_DIRS = frozenset(

@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from wipeagent.clock import Clock
 from wipeagent.errors import (
@@ -50,6 +51,7 @@ from wipeagent.platforms.android.parse import (
     check_printable,
     decode_text,
     parse_bool,
+    parse_boot_id,
     parse_device_policy,
     parse_df,
     parse_dumpsys_account,
@@ -58,6 +60,7 @@ from wipeagent.platforms.android.parse import (
     parse_ls_names,
     parse_pm_packages,
     parse_setting,
+    parse_uptime,
 )
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.transports.adb import (
@@ -71,6 +74,14 @@ from wipeagent.transports.adb import (
 )
 
 log = logging.getLogger(__name__)
+
+# Canary "settings" that are marks, not planted values: what the bench read just before
+# the erase, compared after it.
+MARK_BOOT_ID = "android.boot_id"
+MARK_UPTIME = "android.uptime_s"
+MARK_AT = "android.marked_at"
+MARK_DATA_USED = "android.data_used_bytes"
+MARK_APPS = "android.third_party_apps"
 
 SU_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
 # Bench seconds to confirm USB debugging went off (the phone stops answering ADB).
@@ -415,7 +426,7 @@ class AndroidDriver:
         text = decode_text(out.stdout, cmd.WHICH_SU).strip()
         if out.exit_code not in (0, None) or not text:
             return None
-        first = text.splitlines()[0]
+        first = text.splitlines()[0].rstrip()
         if not SU_PATH_RE.fullmatch(first):
             # Something answered that is not a path: still a sign of tampering.
             raise BadDeviceData(f"which su: unexpected output {_snippet(out.stdout, 80)!r}")
@@ -461,8 +472,26 @@ class AndroidDriver:
         if value != token:
             raise DeviceError("canary setting did not read back",
                               hint="the phone's settings misbehave: set it aside")
-        return Canary(files=files, settings={f"global.{cmd.CANARY_SETTING}": token},
-                      token=token)
+        settings = {f"global.{cmd.CANARY_SETTING}": token, **await self._marks()}
+        return Canary(files=files, settings=settings, token=token)
+
+    async def _marks(self) -> dict[str, str]:
+        """What a real reset must change, read just before the erase and journaled with
+        the canary (so a resumed session compares with the same): the kernel's boot id
+        and uptime, when they were read, the used space on /data and whether third-party
+        apps were installed."""
+        boot_id = parse_boot_id((await self._sh(cmd.BOOT_ID, max_bytes=4096)).stdout)
+        uptime = parse_uptime((await self._sh(cmd.UPTIME, max_bytes=4096)).stdout)
+        marks = {MARK_BOOT_ID: boot_id, MARK_UPTIME: f"{uptime:.2f}",
+                 MARK_AT: self.clock.now().isoformat()}
+        try:
+            marks[MARK_DATA_USED] = str(parse_df((await self._sh(cmd.DF_DATA)).stdout)
+                                        .used_bytes)
+        except (CommandFailed, BadDeviceData) as exc:
+            log.warning("%s used space unknown before the erase: %s", self._tag(), exc)
+        apps = parse_pm_packages((await self._sh(cmd.PM_THIRD_PARTY)).stdout)
+        marks[MARK_APPS] = str(len(apps))
+        return marks
 
     # ---------------------------------------------------------------- erase
 
@@ -504,10 +533,17 @@ class AndroidDriver:
     async def _await_return(self, expected: DeviceIdentity, plan: ErasePlan) -> DeviceIdentity:
         deadline = self.clock.monotonic() + plan.return_timeout_s
         probe = self.settings.probe_interval_s
+        refused_us = False  # the phone is back but has not authorised this bench
 
         def remaining() -> float:
             left = deadline - self.clock.monotonic()
             if left <= 0:
+                if refused_us:
+                    raise NotAuthorised(
+                        f"the phone came back but did not authorise this bench within "
+                        f"{plan.return_timeout_s:.0f} s (its ADB key is no longer accepted)",
+                        hint="tap Allow USB debugging on the phone (tick Always allow), or "
+                             "set the phone aside: it forgot this bench across the reset")
                 raise DeviceTimeout(
                     f"the phone did not restart and come back within "
                     f"{plan.return_timeout_s:.0f} s",
@@ -544,8 +580,10 @@ class AndroidDriver:
                     break
                 except NotAuthorised:
                     # Expected after a manual reset until the person taps Allow.
+                    refused_us = True
                     log.info("%s back, waiting for Allow USB debugging", self._tag())
                 except (DeviceGone, DeviceTimeout) as exc:
+                    refused_us = False
                     log.debug("%s not back yet: %s", self._tag(), exc)
             await self.clock.sleep(min(probe, remaining()))
 
@@ -600,9 +638,12 @@ class AndroidDriver:
                               cmd.TEST_HARNESS_PROP).strip()[:16]
         setup = parse_setting((await self._sh(cmd.SETUP_COMPLETE)).stdout, cmd.SETUP_COMPLETE)
         results.append(verify.settings_recreated(boot_count, harness, setup, plan))
-        results.append(verify.encryption_state(identity))
+        results.append(await self._rebooted(canary))
+        results.append(await self._storage_freed(canary))
 
         props = self._props if self._props is not None else await self._props_now()
+        results.append(verify.encryption_state(identity, encryption_type(
+            props.get("ro.crypto.state", TOKEN_RE), props.get("ro.crypto.type", TOKEN_RE))))
         root = checks.root_check(props, await self._su_path(), await self._magisk())
         boot = checks.bootloader_check(props)
         results.append(verify.trust_state(bool(root.evidence.get("rooted")),
@@ -726,8 +767,53 @@ class AndroidDriver:
             await self.clock.sleep(self.settings.poll_interval_s)
         return False
 
+    async def _rebooted(self, canary: Canary) -> CheckResult:
+        marks = canary.settings
+        before_uptime = _float_mark(marks.get(MARK_UPTIME))
+        elapsed: float | None = None
+        at = marks.get(MARK_AT)
+        if at:
+            try:
+                # Wall-clock time (survives an agent restart), in bench seconds.
+                elapsed = ((self.clock.now() - datetime.fromisoformat(at)).total_seconds()
+                           * self.clock.speed)
+            except ValueError:
+                elapsed = None
+        try:
+            after_id: str | None = parse_boot_id(
+                (await self._sh(cmd.BOOT_ID, max_bytes=4096)).stdout)
+            after_uptime: float | None = parse_uptime(
+                (await self._sh(cmd.UPTIME, max_bytes=4096)).stdout)
+        except (CommandFailed, BadDeviceData) as exc:
+            log.warning("%s boot id / uptime unreadable after the erase: %s", self._tag(), exc)
+            after_id, after_uptime = None, None
+        return verify.rebooted(marks.get(MARK_BOOT_ID), before_uptime, elapsed,
+                               after_id, after_uptime)
+
+    async def _storage_freed(self, canary: Canary) -> CheckResult:
+        marks = canary.settings
+        before = _int_mark(marks.get(MARK_DATA_USED))
+        apps = _int_mark(marks.get(MARK_APPS))
+        try:
+            after: int | None = parse_df((await self._sh(cmd.DF_DATA)).stdout).used_bytes
+        except (CommandFailed, BadDeviceData) as exc:
+            log.warning("%s used space unknown after the erase: %s", self._tag(), exc)
+            after = None
+        return verify.storage_freed(before, after, in_use=bool(apps))
+
     async def close(self) -> None:
         """Release the connection. Never raises."""
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
+
+
+def _int_mark(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() and len(value) < 20 else None
+
+
+def _float_mark(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None and len(value) < 20 else None
+    except ValueError:
+        return None

@@ -117,10 +117,11 @@ def parse_getprop(output: bytes, max_props: int = 4096) -> Props:
     """Parse the output of `getprop` (all properties): lines "[key]: [value]".
 
     Values that span several lines (rare) are ignored, as are lines that do not match.
+    Trailing blanks and CR (CRLF line ends) are noise, not part of a line.
     """
     raw: dict[str, bytes] = {}
     for line in output.split(b"\n"):
-        match = GETPROP_LINE_RE.match(line.rstrip(b"\r"))
+        match = GETPROP_LINE_RE.match(line.rstrip(b" \t\r"))
         if not match:
             continue
         key, value = match.group(1), match.group(2)
@@ -366,6 +367,25 @@ def parse_df(output: bytes, mount: str = "/data") -> DiskUsage:
 # --------------------------------------------------------------------------------------
 
 
+BOOT_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+UPTIME_RE = re.compile(r"^([0-9]{1,10}(?:\.[0-9]{1,3})?) [0-9]{1,12}(?:\.[0-9]{1,3})?$")
+
+
+def parse_boot_id(output: bytes) -> str:
+    """/proc/sys/kernel/random/boot_id: one lower-case UUID."""
+    text = decode_text(output, "boot_id", 4096).strip()
+    return check_value(text, BOOT_ID_RE, "boot_id")
+
+
+def parse_uptime(output: bytes) -> float:
+    """/proc/uptime: "<seconds since boot> <idle seconds>"."""
+    text = decode_text(output, "/proc/uptime", 4096).strip()
+    match = UPTIME_RE.fullmatch(text)
+    if not match:
+        raise BadDeviceData(f"/proc/uptime: unexpected {text[:60]!r}", hint=BAD_DATA_HINT)
+    return float(match.group(1))
+
+
 def parse_setting(output: bytes, what: str) -> str | None:
     """`settings get NS KEY` prints the value or "null" when unset."""
     text = check_printable(decode_text(output, what, 4096).strip(), what, 1024)
@@ -381,9 +401,11 @@ def parse_bool(output: bytes, what: str) -> bool:
 
 
 def parse_ls_names(output: bytes, what: str, max_entries: int = 10_000) -> tuple[str, ...]:
-    """Names listed by `ls -a` (one per line), without "." and ".."."""
+    """Names listed by `ls -a` (one per line), without "." and "..". Trailing blanks and
+    blank lines are noise (a name is never read as empty)."""
     text = decode_text(output, what, 4 << 20)
-    names = [n for n in text.splitlines() if n and n not in (".", "..")]
+    names = [n for n in (line.rstrip(" \t") for line in text.splitlines())
+             if n and n not in (".", "..")]
     if len(names) > max_entries:
         raise BadDeviceData(f"{what}: more than {max_entries} entries")
     return tuple(check_printable(n, what, 255) for n in names)

@@ -16,6 +16,7 @@ from wipeagent.models import (
     DeviceIdentity,
     EncryptionType,
     ErasePlan,
+    Evidence,
 )
 from wipeagent.platforms.android import commands as cmd
 from wipeagent.platforms.android.checks import make
@@ -120,10 +121,20 @@ def settings_recreated(boot_count: str | None, test_harness: str, setup_complete
     )
 
 
-def encryption_state(identity: DeviceIdentity) -> CheckResult:
-    """File-based or full-disk encryption: the reset destroyed the keys (crypto erase)."""
+def encryption_state(identity: DeviceIdentity,
+                     after: EncryptionType | None = None) -> CheckResult:
+    """File-based or full-disk encryption: the reset destroyed the keys (crypto erase).
+    `identity` is the phone as identified before the erase; `after` what it reports now:
+    a phone whose encryption changes across the erase cannot be taken at its word."""
     enc = identity.encryption
     method = "getprop ro.crypto.state ro.crypto.type"
+    if after is not None and after != enc:
+        return make("android.verify.encryption", "Encryption", CheckStatus.FAIL,
+                    f"{method} (before and after the erase)",
+                    f"the phone reported {enc.value} encryption before the erase and "
+                    f"{after.value} after it: encryption does not change in a reset, so "
+                    "its reports cannot be trusted",
+                    {"encryption": enc.value, "encryption_after": after.value}, R)
     if enc == EncryptionType.FILE_BASED:
         return make("android.verify.encryption", "Encryption", CheckStatus.PASS, method,
                     "file-based encryption: the reset destroyed the user keys "
@@ -155,3 +166,71 @@ def trust_state(rooted: bool, unlocked: bool) -> CheckResult:
         f"{cmd.WHICH_SU}; getprop ro.boot.verifiedbootstate",
         "not rooted, bootloader locked", {"rooted": False, "bootloader_unlocked": False}, R,
     )
+
+
+# Seconds of uptime allowed beyond the time since the marks were taken (the two clocks
+# are read a moment apart).
+UPTIME_SLACK_S = 30.0
+
+
+def rebooted(before_id: str | None, before_uptime: float | None, elapsed_s: float | None,
+             after_id: str | None, after_uptime: float | None) -> CheckResult:
+    """The phone booted again after the bench marked it: a new kernel boot id, and an
+    uptime shorter than the time since the marks (a phone that only pretends to reset
+    keeps its uptime running, even if it invents a new boot id)."""
+    method = f"{cmd.BOOT_ID}; {cmd.UPTIME} (before and after the erase)"
+    evidence: Evidence = {"boot_id_changed": None if before_id is None or after_id is None
+                          else before_id != after_id,
+                          "uptime_s_before": before_uptime, "uptime_s_after": after_uptime,
+                          "seconds_since_marks": None if elapsed_s is None
+                          else round(elapsed_s, 1)}
+    if before_id is None or before_uptime is None or elapsed_s is None:
+        return make("android.verify.rebooted", "Rebooted since the marks", CheckStatus.ERROR,
+                    method, "check not carried out: boot id and uptime were not recorded "
+                    "before the erase", evidence, R)
+    if after_id is None or after_uptime is None:
+        return make("android.verify.rebooted", "Rebooted since the marks", CheckStatus.ERROR,
+                    method, "check not carried out: boot id or uptime not readable now",
+                    evidence, R)
+    if after_id == before_id:
+        return make("android.verify.rebooted", "Rebooted since the marks", CheckStatus.FAIL,
+                    method, "the kernel boot id is the same as before the erase: the phone "
+                    "did not reboot, so no reset took place", evidence, R)
+    if after_uptime > elapsed_s + UPTIME_SLACK_S:
+        return make("android.verify.rebooted", "Rebooted since the marks", CheckStatus.FAIL,
+                    method, f"up for {after_uptime:.0f} s although the bench marked it only "
+                    f"{elapsed_s:.0f} s ago: it did not reboot since (its boot id changed "
+                    "without a boot)", evidence, R)
+    return make("android.verify.rebooted", "Rebooted since the marks", CheckStatus.PASS,
+                method, f"new boot id; up for {after_uptime:.0f} s, marked {elapsed_s:.0f} s "
+                "ago", evidence, R)
+
+
+# A reset must free at least this much of /data when the phone showed signs of use.
+MIN_FREED_BYTES = 64 << 20
+
+
+def storage_freed(used_before: int | None, used_after: int | None, in_use: bool) -> CheckResult:
+    """Validation: the used space on /data dropped across the erase. `in_use`: the phone
+    held accounts or third-party apps before (so a reset has something to free). Space,
+    not content, but a quantity a phone that hides its data instead of wiping it cannot
+    shrink."""
+    method = f"{cmd.DF_DATA} (before and after the erase)"
+    evidence: Evidence = {"used_bytes_before": used_before, "used_bytes_after": used_after,
+                          "in_use_before": in_use}
+    if used_before is None or used_after is None:
+        return make("android.verify.storage", "Used space freed", CheckStatus.ERROR, method,
+                    "check not carried out: used space not known "
+                    f"{'before' if used_before is None else 'after'} the erase", evidence, V)
+    freed = used_before - used_after
+    detail = f"{used_before / 1e9:.2f} GB used before, {used_after / 1e9:.2f} GB after"
+    if freed >= MIN_FREED_BYTES:
+        return make("android.verify.storage", "Used space freed", CheckStatus.PASS, method,
+                    f"{detail}: {freed / 1e9:.2f} GB freed", evidence, V)
+    if not in_use:
+        return make("android.verify.storage", "Used space freed", CheckStatus.INFO, method,
+                    f"{detail}; no accounts or apps before the erase, so little to free "
+                    "(informational)", evidence, V)
+    return make("android.verify.storage", "Used space freed", CheckStatus.FAIL, method,
+                f"{detail}: /data is as full as before the erase although the phone held "
+                "accounts or apps, so the user data was not removed", evidence, V)

@@ -7,6 +7,7 @@ the I/O and the waiting; every wait goes through the Clock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from pathlib import Path
