@@ -56,13 +56,22 @@ class Clock:
     async def wait_for(self, aw: Awaitable[T], seconds: float) -> T:
         """Await `aw` for at most `seconds` of bench time (TimeoutError otherwise).
 
-        Built on `asyncio.timeout`, not `asyncio.wait_for`: in Python 3.11, wait_for drops
-        a cancellation that arrives in the moment `aw` completes and returns its result
-        instead (CPython gh-86296; 3.12 rebuilt wait_for on timeout, gh-96764), so a
-        task being stopped could carry on, e.g. a source reconnecting forever while the
-        agent waits for it to end."""
-        async with asyncio.timeout(self.real_seconds(seconds)):
-            return await aw
+        Like `asyncio.wait_for` (`aw` runs as its own task; on a timeout or a cancellation
+        it is cancelled and waited for), but the wait is `asyncio.timeout`: in Python 3.11,
+        wait_for drops a cancellation that arrives in the moment `aw` completes and returns
+        its result instead (CPython gh-86296; 3.12 rebuilt wait_for on timeout, gh-96764),
+        so a task being stopped could carry on, e.g. a source reconnecting forever while
+        the agent waits for it to end."""
+        inner = asyncio.ensure_future(aw)
+        try:
+            async with asyncio.timeout(self.real_seconds(seconds)):
+                return await inner
+        finally:
+            if not inner.done():
+                inner.cancel()
+                await asyncio.wait([inner])
+                if not inner.cancelled():
+                    inner.exception()  # retrieved: it ended after we stopped waiting
 
 
 REAL_TIME = Clock(1.0)
