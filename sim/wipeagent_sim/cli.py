@@ -65,11 +65,13 @@ def _cmd_sim_profiles(args: argparse.Namespace) -> int:
     for p in list_profiles():
         expect = p.expected_outcome + (f" ({p.expected_reason})" if p.expected_reason else "")
         demo = "" if p.demo else "  [test only]"
-        print(f"android  {p.name:<16} {expect:<34} {p.description}{demo}")
-    from wipeagent_sim.ios.profile import available_profiles
+        print(f"android  {p.name:<24} {expect:<34} {p.description}{demo}")
+    from wipeagent_sim.demo import ios_profiles
 
-    for name in available_profiles():
-        print(f"ios      {name}")
+    for i in ios_profiles():
+        expect = i.expected_outcome + (f" ({i.expected_reason})" if i.expected_reason else "")
+        demo = "" if i.demo else "  [test only]"
+        print(f"ios      {i.name:<24} {expect:<34} {i.description}{demo}")
     return 0
 
 

@@ -470,6 +470,26 @@ def _summarise(results: list[SessionResult], by_slot: dict[str, DemoPhone], *,
                           "expect")
         console.print(f"{len(summary) - failures}/{len(summary)} phones ended as their "
                       f"profiles expect; certificates in {cert_dir}")
+        console.print(_test_profiles_table())
     return 0 if failures == 0 else 1
+
+
+def _test_profiles_table() -> Table:
+    """The profiles not on the demo bench (misbehaving and lying phones, noisy honest
+    ones) and what each must end as: scripts/test runs them (tests/test_lying_phones.py,
+    tests/test_bench_e2e.py, tests/test_bench_ios_e2e.py)."""
+    table = Table(title="test profiles (not in the demo; scripts/test runs them)")
+    for col in ("platform", "profile", "expected outcome", "reason", "checks that must fail"):
+        table.add_column(col)
+    infos: list[tuple[str, Expectation, bool]] = [
+        *(("android", p, p.demo) for p in list_profiles()),
+        *(("ios", p, p.demo) for p in ios_profiles())]
+    for platform, info, demo in infos:
+        if demo:
+            continue
+        table.add_row(Text(platform), Text(info.name), Text(info.expected_outcome),
+                      Text(info.expected_reason or "-"),
+                      Text(", ".join(info.expected_checks) or "-"))
+    return table
 
 

@@ -62,9 +62,9 @@ async def stop_and_restart(bench: CrashBench, sig: signal.Signals,
     if cert.outcome != "not_erased":
         # Only a verification made after the restart may vouch for the erase.
         journal = bench.journal()
-        session = [s for s in journal.sessions if s.serial == phone.serial_number
-                   and s.outcome not in ("superseded", "already_certified")][0]
-        verify = [s for s in journal.steps[session.id] if s.step == "verify"][0]
+        session = next(s for s in journal.sessions if s.serial == phone.serial_number
+                   and s.outcome not in ("superseded", "already_certified"))
+        verify = next(s for s in journal.steps[session.id] if s.step == "verify")
         assert verify.at > restarted_at
     return cert, steps, before
 

@@ -51,6 +51,7 @@ from wipeagent.platforms.ios.parse import (
     text,
 )
 from wipeagent.transports.ios import (
+    USBMUXD_HINT,
     IosConnection,
     IosSettings,
     UsbmuxAddress,
@@ -196,8 +197,12 @@ class IosDriver:
         if disk.used_bytes is not None:
             marks[USED_BYTES] = str(disk.used_bytes)
         device_id = await self._device_id()
-        if device_id is not None:
-            marks[MUX_DEVICE_ID] = str(device_id)
+        if device_id is None:
+            # Without it the restart could not be checked after the erase: better to stop
+            # now, with nothing erased, than to end unverifiable afterwards.
+            raise DeviceGone("usbmuxd does not list the phone (its DeviceID is needed "
+                             "before the erase)", hint=USBMUXD_HINT)
+        marks[MUX_DEVICE_ID] = str(device_id)
         host_boot = _host_boot_id()
         if host_boot:
             marks[HOST_BOOT_ID] = host_boot
