@@ -21,11 +21,11 @@ from wipeagent.certs.pki import dev_trust_root
 from wipeagent.certs.verify import check_sequence, verify_certificate
 from wipeagent.clock import Clock
 from wipeagent.session import SessionResult
-from wipeagent.sources.usbmux import make_usbmux_source, slot_label
+from wipeagent.sources.usbmux import make_usbmux_source
 from wipeagent.store import Store
 from wipeagent_sim.android.bench import SimBench
 from wipeagent_sim.android.profiles import list_profiles
-from wipeagent_sim.demo import check_expectation, demo_config, ios_profiles
+from wipeagent_sim.demo import check_expectation, demo_config, ios_profiles, ios_slot
 from wipeagent_sim.ios import SimIosBench
 
 ANDROID = {p.name: p for p in list_profiles()}
@@ -93,13 +93,15 @@ async def test_lying_iphones_end_as_the_truth_allows(tmp_path: Path) -> None:
     assert len(IOS_LIARS) >= 7, IOS_LIARS
     names = ["clean", *IOS_LIARS]
     clock = Clock(50)
-    async with SimIosBench(names, clock=clock) as bench:
+    sysfs = tmp_path / "sysfs"
+    async with SimIosBench(names, clock=clock, sysfs_root=sysfs) as bench:
         config = demo_config(tmp_path / "state", usbmuxd=bench.address)
         config = config.model_copy(update={"ios": config.ios.model_copy(
             update={"pair_timeout_s": 60, "reboot_timeout_s": 300})})
-        phones = {slot_label(bench.usbmuxd.location(p.udid), p.udid): p for p in bench.phones}
+        phones = {ios_slot(bench, p.udid): p for p in bench.phones}
         agent, store, _ = await build_agent(config, clock=clock)
-        agent.sources = [*agent.sources, make_usbmux_source(config, clock, config.state_path)]
+        agent.sources = [*agent.sources,
+                         make_usbmux_source(config, clock, config.state_path, sysfs=sysfs)]
         try:
             results = await agent.run(until=lambda a: a.completed >= len(phones))
         finally:
