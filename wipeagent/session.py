@@ -332,9 +332,10 @@ class DeviceSession:
         """True while the phone is expected to vanish: between starting the erase and the
         phone coming back, and during the hand-off (USB debugging goes off, a final reset
         reboots the phone; a phone unplugged then fails its hand-off, which the
-        certificate says, instead of leaving the session waiting for it)."""
+        certificate says, instead of leaving the session waiting for it) and after it,
+        until the certificate is issued (the phone no longer answers ADB by then)."""
         return (self.state.erase is not None and self.state.returned is None) \
-            or self._handing_off
+            or self._handing_off or self.state.handoff_started_at is not None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -666,10 +667,11 @@ class DeviceSession:
                 else:
                     items = await self._restore(plan)
             except DeviceError as exc:
-                items.append(HandoffItem(
+                # What was read back before the phone stopped answering stays on record.
+                items = [*(s.handoff_last or []), HandoffItem(
                     id="handoff", title="Hand-off", result=HandoffResult.FAILED,
                     method="-", detail=f"the hand-off could not be completed: {exc} "
-                                       f"({exc.hint})"[:500]))
+                                       f"({exc.hint})"[:500])]
         failed = any(i.result is HandoffResult.FAILED for i in items)
         handoff = Handoff(
             policy=policy,
@@ -735,7 +737,12 @@ class DeviceSession:
             result=HandoffResult.FAILED, method=method, detail=reason)]
         if answers:
             # The phone is still in the erase method's state: put the settings back.
-            items += await self._restore(plan)
+            try:
+                items += await self._restore(plan)
+            except DeviceError as exc:
+                items += [*(self.state.handoff_last or []), HandoffItem(
+                    id="handoff", title="Hand-off", result=HandoffResult.FAILED, method="-",
+                    detail=f"the settings could not be put back: {exc} ({exc.hint})"[:500])]
         return items, operator
 
     async def finish_unreachable(self) -> SessionResult:

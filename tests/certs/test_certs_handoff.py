@@ -120,3 +120,10 @@ def test_pdf_of_a_failed_handoff_and_of_a_technician_imei(tmp_path: Path) -> Non
     assert "entered by the technician" in text
     assert "NOT DONE" in text and "FAILED: see the exceptions above" in text
     assert "ERASED WITH EXCEPTIONS" in text
+
+
+def test_identity_journaled_before_imei_source_reads_as_from_the_phone() -> None:
+    legacy = fx.android_identity().model_copy(update={"imei_source": None})
+    p = payload(fx.erased_record(identity=legacy))
+    assert p["device"]["imei_source"] == "phone"
+    validate_payload(p)

@@ -238,7 +238,10 @@ def build_payload(
             "serial": ident.serial,
             "imeis": list(ident.imeis),
             "meid": ident.meid,
-            "imei_source": ident.imei_source.value if ident.imei_source else None,
+            # Identities journaled before imei_source existed only ever held IMEIs read
+            # from the phone.
+            "imei_source": (ident.imei_source.value if ident.imei_source
+                            else "phone" if ident.imeis else None),
             "udid": ident.udid,
             "os_name": ident.os_name,
             "os_version": ident.os_version,
