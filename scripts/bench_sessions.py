@@ -26,7 +26,9 @@ What it reports per round (the agent's figures are the agent process's alone):
   erased 1st     phones whose first finished session ended `erased`
   pauses         sessions paused by a departure (no phone is unplugged in this benchmark,
                  so every one is a false departure)
-  false dep.     departures announced for a phone that was not in its erase reboot
+  false dep.     departures announced for a phone whose session was not in its erase
+                 reboot (they would pause it); a finished phone may leave (the hand-off
+                 turns USB debugging off last), which is counted in `departures` only
   ident p50/p99  plug-in -> identified, real seconds
   back p99       the phone listening again after its reset -> the agent's re-identified
                  phone ("verify" step), bench seconds
@@ -327,8 +329,14 @@ async def agent_main(speed: float, workdir: Path, limit_s: float, gc_variant: st
         if isinstance(event, PhoneDeparture):
             departures += 1
             running = agent.running.get(event.key)
-            if running is None or not running.session.expects_departure:
+            if running is not None and not running.session.expects_departure:
+                # It would pause a session: no phone is unplugged here, so it is false. (A
+                # phone whose session ended may well leave: the hand-off turns USB
+                # debugging off as its last step.)
                 false_departures += 1
+                logging.getLogger("bench_sessions").warning(
+                    "false departure of %s: its session is not in its erase reboot",
+                    event.slot)
         handle(event)
 
     agent.handle = counted_handle  # type: ignore[method-assign]

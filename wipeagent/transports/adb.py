@@ -375,9 +375,11 @@ class _GuardedTcpTransport(_PacketGuard, TcpTransportAsync):  # type: ignore[mis
     def __init__(self, host: str, port: int) -> None:
         super().__init__(host, port)
         self._reset()
+        self._held: bytes | None = None
 
     async def connect(self, transport_timeout_s: float | None) -> None:
         self._reset()
+        self._held = None
         await super().connect(transport_timeout_s)
 
     async def bulk_read(self, numbytes: int, transport_timeout_s: float | None) -> bytes:
@@ -391,9 +393,20 @@ class _GuardedTcpTransport(_PacketGuard, TcpTransportAsync):  # type: ignore[mis
         return data
 
     async def bulk_write(self, data: bytes, transport_timeout_s: float | None) -> int:
+        """adb-shell writes a packet as two calls, header then payload: a header that
+        announces a payload is held and sent with it, one system call instead of two
+        (most of what the agent sends is OPEN and WRTE packets with a payload)."""
         if self._writer is None:  # adb-shell would fail with an AttributeError
             raise DeviceGone("the ADB connection is closed")
-        sent: int = await super().bulk_write(data, transport_timeout_s)
+        if self._held is None and len(data) == _HEADER.size:
+            if _HEADER.unpack(data)[3]:  # data_length: its payload is the next call
+                self._held = bytes(data)
+                return len(data)
+        elif self._held is not None:
+            header, self._held = self._held, None
+            sent: int = await super().bulk_write(header + bytes(data), transport_timeout_s)
+            return sent - len(header)
+        sent = await super().bulk_write(data, transport_timeout_s)
         return sent
 
 

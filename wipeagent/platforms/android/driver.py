@@ -84,6 +84,7 @@ MARK_DATA_USED = "android.data_used_bytes"
 MARK_APPS = "android.third_party_apps"
 
 SU_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
+KEEPALIVE_IDLE = 5  # poll intervals a session's connection may rest before an echo on it
 # Bench seconds to confirm USB debugging went off (the phone stops answering ADB).
 HANDOFF_PROBE_S = 30.0
 
@@ -276,18 +277,22 @@ class AndroidDriver:
     async def answers(self) -> bool | None:
         """Is the phone still there, judged on this session's own connection?
 
-        True: a command succeeded on it within the poll interval, one is running now, or
-        a keep-alive echo answered. False: the connection broke (the echo failed, or the
-        connection is already gone and the endpoint no longer answers a bare CNXN) — one
-        piece of evidence; the source wants several in a row before it calls the phone
-        gone. None: no verdict (no connection yet, or the phone is in its erase reboot,
+        True: a command succeeded on it lately (KEEPALIVE_IDLE poll intervals), one is
+        running now, or a keep-alive echo answered. False: the connection broke (the echo
+        failed, or the connection is already gone and the endpoint no longer answers a
+        bare CNXN) — one piece of evidence; the source wants several in a row before it
+        calls the phone gone. None: no verdict (no connection yet, or the phone is in its erase reboot,
         which await_return watches itself). Never opens a second authenticated connection.
         """
         conn = self._conn
         if self._awaiting_return or conn is None:
             return None
         if not conn.closed:
-            if conn.in_use or conn.idle_s < self.settings.poll_interval_s:
+            # A session at work uses its connection every moment; only one waiting (for
+            # the technician, say) gets an echo. Below KEEPALIVE_IDLE poll intervals no
+            # echo is sent: on a saturated agent the gaps between commands grow, and
+            # echoes then would only add to the load.
+            if conn.in_use or conn.idle_s < KEEPALIVE_IDLE * self.settings.poll_interval_s:
                 return True
             try:
                 # The session's own command bound: an echo slower than that means the
