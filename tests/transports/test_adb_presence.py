@@ -41,3 +41,19 @@ async def test_no_answer_from_a_closed_port_or_a_stranger() -> None:
     port = server.sockets[0].getsockname()[1]
     async with server:
         assert not await adb_answers(AdbEndpoint("127.0.0.1", port), clock, timeout_s=5)
+
+
+async def test_a_late_answer_is_no_evidence_either_way() -> None:
+    """A busy agent (or simulator) answers late: that is neither "there" nor "gone"."""
+    clock = Clock(50)
+    release = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        assert await adb_answers(AdbEndpoint("127.0.0.1", port), clock, timeout_s=5) is None
+        release.set()

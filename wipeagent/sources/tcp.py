@@ -14,7 +14,9 @@ knows about the endpoint:
 - **A finished phone left on the bench**: a bare CNXN every `poll_interval_s`.
 
 A departure needs evidence: `departure_probes` failed checks in a row, a poll interval
-apart — never one late answer on a busy loop. The watchers start spread over the probe
+apart, where a failed check is a refused or reset connection, or one closed without an ADB
+answer — never a late answer: on a busy agent (or a compressed bench clock) answers come
+late from phones that are there. The watchers start spread over the probe
 interval, so a bench of endpoints is not probed in one burst.
 """
 
@@ -112,7 +114,8 @@ class TcpEndpointSource:
             if not present and not busy:
                 # Look for a phone: a bare CNXN, then one authenticated connect.
                 found: PlatformDriver | str | None = None
-                if await self._ping(endpoint) is not False:
+                # Connect once something answered (or nothing can be pinged: no address).
+                if endpoint.address is None or await self._ping(endpoint):
                     found = await self._connect(endpoint)
                 if isinstance(found, str):
                     await queue.put(PhoneNotice(endpoint.slot, found))

@@ -877,10 +877,15 @@ _CNXN_PING = AdbMessage(adb_constants.CNXN, adb_constants.VERSION, adb_constants
                         _HELLO).pack() + _HELLO
 
 
-async def adb_answers(endpoint: AdbEndpoint, clock: Clock, *, timeout_s: float) -> bool:
+async def adb_answers(endpoint: AdbEndpoint, clock: Clock, *, timeout_s: float
+                      ) -> bool | None:
     """Does an ADB daemon answer at this TCP endpoint? Sends CNXN and waits for the first
     packet header (AUTH or CNXN) and nothing more: no key is used, nothing runs on the
     phone. A cheap presence check for an endpoint whose phone is not connected.
+
+    True: an ADB daemon answered. False: evidence that none is there (connection refused
+    or reset, closed without a packet, not ADB). None: no answer within `timeout_s` —
+    no evidence either way, since a busy agent (or a busy simulator) answers late too.
 
     Made on a bare non-blocking socket (no stream objects): the agent runs it several
     times a second per phone it is waiting for, and a refused connect (a phone rebooting
@@ -915,7 +920,9 @@ async def adb_answers(endpoint: AdbEndpoint, clock: Clock, *, timeout_s: float) 
                 if not chunk:
                     return False
                 header += chunk
-    except (OSError, TimeoutError):
+    except TimeoutError:
+        return None
+    except OSError:
         return False
     finally:
         sock.close()

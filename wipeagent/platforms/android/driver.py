@@ -279,10 +279,11 @@ class AndroidDriver:
 
         True: a command succeeded on it lately (KEEPALIVE_IDLE poll intervals), one is
         running now, or a keep-alive echo answered. False: the connection broke (the echo
-        failed, or the connection is already gone and the endpoint no longer answers a
-        bare CNXN) — one piece of evidence; the source wants several in a row before it
-        calls the phone gone. None: no verdict (no connection yet, or the phone is in its erase reboot,
-        which await_return watches itself). Never opens a second authenticated connection.
+        found it closed or reset, or it is already gone and the endpoint refuses a bare
+        CNXN) — one piece of evidence; the source wants several in a row before it calls
+        the phone gone. None: no verdict (no connection yet, the phone in its erase reboot,
+        which await_return watches itself, or no answer in time: a late answer on a busy
+        agent is not evidence). Never opens a second authenticated connection.
         """
         conn = self._conn
         if self._awaiting_return or conn is None:
@@ -300,9 +301,9 @@ class AndroidDriver:
                 # healthy connection whenever the agent is busy.
                 await conn.shell(cmd.ALIVE, timeout_s=self.settings.command_timeout_s,
                                  max_output_bytes=4096)
-            except (DeviceGone, DeviceTimeout):
+            except DeviceGone:
                 return False
-            except DeviceError:
+            except DeviceError:  # a timeout included: a late answer proves nothing
                 return None
             return True
         # The session's connection is gone; is anything still listening where it was?
@@ -574,6 +575,7 @@ class AndroidDriver:
         # 2. Look for it at a short fixed interval until it answers and has authorised us.
         while True:
             left = remaining()
+            # No answer in time (None) may be a busy agent: a connect tells.
             reachable = await self._reachable(min(self.settings.connect_timeout_s, left))
             if reachable is not False:
                 try:
