@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import io
 import socket
 import stat
@@ -369,6 +370,11 @@ async def test_reboot_goes_offline_until_power_cycle_finishes(
     assert not adb_server.online
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+    # The port stays the phone's while it is off: nothing else on the machine can take it
+    # (another simulator, an outgoing connection's source port), so it comes back there.
+    with socket.socket() as other, pytest.raises(OSError) as taken:
+        other.bind(("127.0.0.1", port))
+    assert taken.value.errno == errno.EADDRINUSE
     # The old connection is gone too.
     with pytest.raises((adb_exc.AdbTimeoutError, adb_exc.TcpTimeoutException, ConnectionError)):
         await device.shell("echo still there?", read_timeout_s=0.5, transport_timeout_s=0.5)

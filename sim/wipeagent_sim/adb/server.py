@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -603,6 +604,7 @@ class AdbServer:
         self._keys: dict[bytes, rsa.RSAPublicKey] = {}
         self.power_cycles = 0
         """How many power cycles have completed (for tests and logs)."""
+        self._reserved: socket.socket | None = None  # the port, kept during a power cycle
         self.power_listeners: list[Callable[[bool], None]] = []
         """Called with False when a power cycle takes the phone offline and with True when
         it listens again (benchmarks time the phone's own reboot with it)."""
@@ -640,6 +642,9 @@ class AdbServer:
         self._online.clear()
         if self._server is not None:
             self._server.close()
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         self.drop_connections()
         pending = [*self._tasks]
         if self._cycle_task is not None:
@@ -702,9 +707,14 @@ class AdbServer:
 
     # -- listening and power cycles --------------------------------------------------
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_client, self.host, self._port, reuse_address=True
-        )
+        reserved, self._reserved = self._reserved, None
+        if reserved is not None:
+            # Listen on the very socket that kept the port during the power cycle.
+            self._server = await asyncio.start_server(self._on_client, sock=reserved)
+        else:
+            self._server = await asyncio.start_server(
+                self._on_client, self.host, self._port, reuse_address=True
+            )
         self._port = self._server.sockets[0].getsockname()[1]
         self._online.set()
         log.info("[sim-adb|%s] listening on %s:%d", self.backend.serial, self.host, self._port)
@@ -749,9 +759,10 @@ class AdbServer:
         if self._cycle_task is None or self._cycle_task.done():
             log.info("[sim-adb|%s] power cycle: going offline", self.backend.serial)
             self._online.clear()
+            self.drop_connections()
             if self._server is not None:
                 self._server.close()
-            self.drop_connections()
+            self._reserve_port()
             self._notify_power(False)
             self._cycle_task = asyncio.create_task(self._power_cycle())
         try:
@@ -789,6 +800,30 @@ class AdbServer:
                 return
         log.error("[sim-adb|%s] gave up listening again; the phone stays offline",
                   self.backend.serial)
+
+    def _reserve_port(self) -> None:
+        """Keep the port while the phone is off: a socket bound to it but not listening
+        (a connection is refused, as with the phone off), which listens again once the
+        phone is back. Closing the port instead let any other program on the machine take
+        it meanwhile — another simulator's phone, or an outgoing connection using it as its
+        source port — and the phone could not come back on its own port."""
+        if self._reserved is not None:
+            return
+        try:
+            family, kind, proto, _name, address = socket.getaddrinfo(
+                self.host, self._port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            log.warning("[sim-adb|%s] could not keep port %d while off: %s",
+                        self.backend.serial, self._port, exc)
+            return
+        self._reserved = sock
 
     def _notify_power(self, online: bool) -> None:
         for listener in list(self.power_listeners):
