@@ -43,7 +43,8 @@ What it reports per round (the agent's figures are the agent process's alone):
   RSS            peak resident memory of the agent process (its ru_maxrss)
   signs/phone    RSA signatures made by the agent (one per authenticated ADB connection)
   TCP/phone      TCP connections the agent tried to open (probes and sessions)
-  GC             share of the agent's CPU spent in garbage collection, and the longest one
+  GC             share of the agent's CPU spent in garbage collection, and the longest
+                 collection (CPU milliseconds)
   lag p99/max    how late a task sleeping 50 ms in a loop wakes in the agent process
   threads        the most threads alive at once in the agent process
   fds            the most descriptors open at once in the agent process
@@ -210,7 +211,9 @@ async def phones_main(count: int, speed: float, workdir: Path) -> None:
 
 
 class GcTimer:
-    """Time spent in garbage collection while installed (gc.callbacks)."""
+    """CPU time spent in garbage collection while installed (gc.callbacks). CPU, not wall
+    time: on a loaded machine a collection's wall time includes whatever time the process
+    was not scheduled, which is not the collector's."""
 
     def __init__(self) -> None:
         self.total = 0.0
@@ -220,9 +223,9 @@ class GcTimer:
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._start = time.perf_counter()
+            self._start = time.process_time()
             return
-        spent = time.perf_counter() - self._start
+        spent = time.process_time() - self._start
         self.total += spent
         self.longest = max(self.longest, spent)
         self.collections[info.get("generation", 0)] += 1
