@@ -102,6 +102,30 @@ class ControlConfig(_Section):
     # Bench seconds the technician has to do and confirm the final reset (handoff =
     # "final_reset"); then the hand-off is recorded as failed.
     final_reset_timeout_s: float = Field(default=1800.0, gt=0, le=86400)
+    # Policy intake: bench seconds a phone that is not booked in waits for its barcode to
+    # be scanned on the bench page before it is refused (0: refuse at once).
+    intake_wait_s: float = Field(default=600.0, ge=0, le=86400)
+    # An operator is signed out after this many bench seconds without an action.
+    idle_signout_s: float = Field(default=900.0, gt=0, le=86400)
+
+
+class PageConfig(_Section):
+    """The bench page served by the agent (owner: wipeagent/control/page.py)."""
+
+    # HOST:PORT to serve the page on; loopback by default (a kiosk browser on the bench
+    # PC). Any other address requires a signed-in operator for everything but the
+    # sign-in form. Empty: no page.
+    listen: str = Field(default="127.0.0.1:8470",
+                        pattern=r"^(\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5})?$")
+    # Extra host names the page may be reached by (besides the listen address, localhost
+    # and 127.0.0.1): requests naming any other Host are refused (DNS rebinding).
+    hosts: tuple[str, ...] = ()
+    # The page's language until the operator picks one ("en" or "zh-CN").
+    language: Literal["en", "zh-CN"] = "en"
+    # The bench's physical layout: tiles per row, and slot (label or name) -> [row, column]
+    # (1-based). Slots without a position fill the free cells in slot order.
+    columns: int = Field(default=12, ge=1, le=64)
+    positions: dict[str, tuple[int, int]] = Field(default_factory=dict)
 
 
 class UplinkConfig(_Section):
@@ -157,6 +181,7 @@ class AgentConfig(_Section):
     usb: UsbConfig = UsbConfig()
     ios: IosConfig = IosConfig()
     control: ControlConfig = ControlConfig()
+    page: PageConfig = PageConfig()
     uplink: UplinkConfig = UplinkConfig()
 
     @property

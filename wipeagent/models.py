@@ -220,3 +220,6 @@ class SessionRecord(Frozen):
     exceptions: tuple[str, ...] = Field(default=(), description="deviations from a clean erase")
     handoff: Handoff | None = None
     booking: Booking | None = None
+    # Stable codes of the reasons / exceptions (the certificate's renderings translate them).
+    reason_codes: tuple[str, ...] = ()
+    exception_codes: tuple[str, ...] = ()

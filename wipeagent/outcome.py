@@ -21,6 +21,8 @@ class CheckLike(Protocol):
     """What the rule reads of a check (models.CheckResult has it)."""
 
     @property
+    def id(self) -> str: ...
+    @property
     def kind(self) -> CheckKind: ...
     @property
     def status(self) -> CheckStatus: ...
@@ -59,6 +61,8 @@ class Decision:
     exceptions: tuple[str, ...]
     # Machine-readable reason codes for not_erased ("lock_screen", "device_timeout" ...).
     codes: tuple[str, ...] = ()
+    # Machine-readable exception codes ("manual_reset", "check_warning:<check id>").
+    exception_codes: tuple[str, ...] = ()
 
 
 def not_erased(*reasons: str, code: str) -> Decision:
@@ -92,11 +96,15 @@ def decide(plan: PlanLike, verification: Sequence[CheckLike]) -> Decision:
             codes.append(code)
     if reasons:
         return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), tuple(codes))
-    exceptions = [_describe(c) for c in verification if c.status is CheckStatus.WARN]
+    warned = [c for c in verification if c.status is CheckStatus.WARN]
+    exceptions = [_describe(c) for c in warned]
+    exception_codes = [f"check_warning:{c.id}" for c in warned]
     if plan.manual:
         exceptions.append(MANUAL_RESET_EXCEPTION)
+        exception_codes.append("manual_reset")
     outcome = Outcome.ERASED_WITH_EXCEPTIONS if exceptions else Outcome.ERASED
-    return Decision(outcome, plan.category, (), tuple(exceptions))
+    return Decision(outcome, plan.category, (), tuple(exceptions), (),
+                    tuple(exception_codes))
 
 
 HANDOFF_FAILED = "handoff_failed"
@@ -113,4 +121,5 @@ def with_handoff(decision: Decision, failed: str | None) -> Decision:
         return decision
     exception = f"hand-off failed: {failed}"[:1000]
     return Decision(Outcome.ERASED_WITH_EXCEPTIONS, decision.category, decision.reasons,
-                    (*decision.exceptions, exception), (*decision.codes, HANDOFF_FAILED))
+                    (*decision.exceptions, exception), (*decision.codes, HANDOFF_FAILED),
+                    (*decision.exception_codes, HANDOFF_FAILED))

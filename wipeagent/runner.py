@@ -128,6 +128,8 @@ class RunContext:
     upload_recorder: Any = None
     # The outbox and its alerts (set by the uplink extension; read by metrics and status).
     delivery: Callable[[], Awaitable[DeliveryStatus]] | None = None
+    # The bench page's address, once the control extension serves it.
+    page_url: str | None = None
 
     def serial_of(self, event: SessionEvent) -> str | None:
         """The serial of the phone in `event.slot`, once it is identified."""
@@ -154,7 +156,8 @@ async def control_extension(ctx: RunContext) -> AsyncIterator[None]:
         yield
         return
     bench = BenchState(ctx.clock, station_id=ctx.config.station.id,
-                       policy=ctx.config.policy.erase)
+                       policy=ctx.config.policy.erase,
+                       idle_signout_s=ctx.config.control.idle_signout_s)
     bench.development_pki = ctx.certifier.development
     bench.attach(ctx.agent)
     ctx.observers.append(bench.observe)
@@ -172,9 +175,24 @@ async def control_extension(ctx: RunContext) -> AsyncIterator[None]:
     server = ControlServer(bench, ctx.store, ctx.config, metrics=ctx.metrics,
                            delivery=ctx.delivery, technician=technician)
     await server.start()
+    page = None
     try:
+        if ctx.config.page.listen:
+            from wipeagent.control.page import BenchPage
+
+            page = BenchPage(server, ctx.config)
+            try:
+                await page.start()
+                ctx.page_url = page.url
+            except ConfigError as exc:
+                # The bench keeps working without its screen (the CLI still has every
+                # action); the address is fixed in the configuration or the port freed.
+                log.error("bench page not served: %s (hint: %s)", exc, exc.hint)
+                page = None
         yield
     finally:
+        if page is not None:
+            await page.close()
         await server.close()
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from wipeagent import attention
 from wipeagent.clock import Clock
 from wipeagent.errors import (
     BadDeviceData,
@@ -74,6 +75,10 @@ class SessionEvent:
     message: str
     outcome: Outcome | None = None
     instructions: tuple[str, ...] = ()
+    # Step "attention": what the phone waits for the technician to do (wipeagent.attention
+    # codes; "" when that is over). Step "done": the outcome's reason codes.
+    attention: str = ""
+    codes: tuple[str, ...] = ()
 
 
 Observer = Callable[[SessionEvent], None]
@@ -226,6 +231,7 @@ class _State:
                 tuple(data["reasons"]),
                 tuple(data["exceptions"]),
                 tuple(data.get("codes", ())),
+                tuple(data.get("exception_codes", ())),
             )
 
 
@@ -388,7 +394,7 @@ class DeviceSession:
         await self._journal(JournalStep.ENDED,
                             {"reason": message, "certificate_id": row.certificate_id},
                             state=SessionState.DONE, outcome=code)
-        self._emit(SessionStep.DONE, message)
+        self._emit(SessionStep.DONE, message, codes=(code,))
         return SessionResult(self.session_id, self.slot, Outcome(row.outcome), identity,
                              (message,), (), row, None, (code,))
 
@@ -414,9 +420,13 @@ class DeviceSession:
         self.state.started_at = self.clock.now()
         await self.store.create_session(self.session_id, self.slot)
         try:
-            return await self._run()
+            with attention.reporting_to(self._attention):
+                return await self._run()
         finally:
             await self.driver.close()
+
+    def _attention(self, code: str, message: str) -> None:
+        self._emit(SessionStep.ATTENTION, message or "resumed", attention=code)
 
     async def _run(self) -> SessionResult:
         s = self.state
@@ -798,6 +808,7 @@ class DeviceSession:
                 "reasons": list(decision.reasons),
                 "exceptions": list(decision.exceptions),
                 "codes": list(decision.codes),
+                "exception_codes": list(decision.exception_codes),
             }, outcome=decision.outcome.value)
         decision = s.decision or decision
         record: SessionRecord | None = None
@@ -823,6 +834,8 @@ class DeviceSession:
                 exceptions=decision.exceptions,
                 handoff=s.handoff if decision.outcome is not Outcome.NOT_ERASED else None,
                 booking=s.booking,
+                reason_codes=decision.codes,
+                exception_codes=decision.exception_codes,
             )
             certificate = await self.certifier.certify(record)
             await self._journal(JournalStep.CERTIFIED,
@@ -831,7 +844,8 @@ class DeviceSession:
         else:
             await self._journal(JournalStep.ENDED, {"reason": "phone never identified"},
                                 state=SessionState.DONE)
-        self._emit(SessionStep.DONE, decision.outcome.value, outcome=decision.outcome)
+        self._emit(SessionStep.DONE, decision.outcome.value, outcome=decision.outcome,
+                   codes=decision.codes)
         return SessionResult(self.session_id, self.slot, decision.outcome, identity,
                              decision.reasons, decision.exceptions, certificate, record,
                              decision.codes)

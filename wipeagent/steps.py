@@ -40,6 +40,9 @@ class SessionStep(StrEnum):
     DONE = "done"  # ended (with the outcome, or already certified)
     PAUSED = "paused"  # the session task stopped (unplugged, agent stopping); resumable
     NOTICE = "notice"  # something about a slot that is not a session (a source's hint)
+    # The phone waits for a person within its step (tap Trust, unlock, allow USB
+    # debugging, scan the barcode): SessionEvent.attention names what, "" when it is over.
+    ATTENTION = "attention"
 
 
 class JournalStep(StrEnum):

@@ -18,7 +18,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     return asyncio.run(run_demo(Path(args.out), speed=args.speed, json_out=args.json,
                                 platform=args.platform or args.serve, serve=args.serve,
-                                handoff=args.handoff))
+                                handoff=args.handoff, page=args.page or None,
+                                linger_s=args.linger))
 
 
 def _cmd_sim_android(args: argparse.Namespace) -> int:
@@ -92,6 +93,11 @@ def register(sub: Any) -> None:
                    help="the hand-off after each verified erase (policy.handoff): the "
                    "bench puts settings back and turns USB debugging off (restore), or the "
                    "simulated technician resets each erased phone once more (final_reset)")
+    p.add_argument("--page", default="127.0.0.1:8470", metavar="HOST:PORT",
+                   help="serve the bench page there while the phones run ('' for none; a "
+                        "free port when this one is taken)")
+    p.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
+                   help="keep the bench page up this long after the phones finished")
     p.set_defaults(handler=_cmd_demo)
 
     sim = sub.add_parser("sim", help="simulated phones").add_subparsers(

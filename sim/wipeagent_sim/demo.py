@@ -12,11 +12,13 @@ every phone ended the way its profile says it must.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,16 +37,24 @@ from wipeagent.config import (
     AgentConfig,
     AndroidConfig,
     CertificateConfig,
+    ControlConfig,
     IosConfig,
+    PageConfig,
     PolicyConfig,
     StationConfig,
     UsbConfig,
 )
+from wipeagent.control.bench import BenchState
 from wipeagent.control.intake import IntakeList, parse_entry
+from wipeagent.control.operators import OperatorRegistry
+from wipeagent.control.page import BenchPage
+from wipeagent.control.server import ControlServer
+from wipeagent.errors import ConfigError
 from wipeagent.models import Booking, DeviceIdentity
 from wipeagent.session import DeviceSession, SessionEvent, SessionResult
 from wipeagent.sources.usbmux import make_usbmux_source
 from wipeagent.steps import SessionStep
+from wipeagent.store import Store
 from wipeagent.technician import Attestation, EnteredImeis
 from wipeagent.usb.slots import SlotMap
 from wipeagent_sim.android.bench import SimBench
@@ -58,6 +68,9 @@ if TYPE_CHECKING:
 
 DEFAULT_SPEED = 20.0
 DEMO_STATION = "demo-bench"
+DEFAULT_PAGE = "127.0.0.1:8470"
+# The demo's operator, to try the bench page's actions (sign in, identify, scan ...).
+DEMO_OPERATOR, DEMO_PIN = "demo", "246810"
 
 
 class Expectation(Protocol):
@@ -277,16 +290,47 @@ def check_expectation(profile: Expectation, result: SessionResult | None,
     return None
 
 
+@asynccontextmanager
+async def bench_page(config: AgentConfig, clock: Clock, store: Store, bench: BenchState,
+                     listen: str) -> AsyncIterator[BenchPage]:
+    """The agent's control socket and bench page beside the demo's agent. The page's
+    address falls back to a free port when `listen`'s is taken."""
+    with tempfile.TemporaryDirectory(prefix="wipeagent-demo-") as run_dir:
+        config = config.model_copy(update={
+            "control": ControlConfig(socket=str(Path(run_dir) / "control.sock"), group=""),
+            "page": PageConfig(listen=listen)})
+        server = ControlServer(bench, store, config)
+        await server.start()
+        page = BenchPage(server, config)
+        try:
+            try:
+                await page.start()
+            except ConfigError:
+                host = listen.rpartition(":")[0] or "127.0.0.1"
+                page = BenchPage(server, config, listen=f"{host}:0")
+                await page.start()
+            yield page
+        finally:
+            await page.close()
+            await server.close()
+
+
 async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = False,
                    console: Console | None = None, platform: bool = False,
                    serve: bool = False, handoff: str = "restore",
-                   inspect: Callable[[SimBench], None] | None = None) -> int:
+                   inspect: Callable[[SimBench], None] | None = None,
+                   page: str | None = None, linger_s: float = 0.0,
+                   on_page: Callable[[str], None] | None = None) -> int:
     """Run the simulated bench; with `platform`, the platform service runs beside it: the
     certificates' QR codes link to its verification page, every certificate is delivered
     to it (mutual TLS, idempotency keys), and the link of one phone is printed. With
     `serve`, the service stays up after the run until interrupted (Ctrl-C / SIGTERM).
     `inspect` is called with the simulated Android bench after the run, before the phones
-    are switched off (tests look at the state the phones were left in)."""
+    are switched off (tests look at the state the phones were left in).
+
+    With `page` (HOST:PORT), the agent's bench page is served there while the phones run
+    (its address is printed, and given to `on_page`), and for `linger_s` real seconds
+    after they finished."""
     # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give it room.
     console = console or Console(width=None if Console().is_terminal else 120)
     await asyncio.to_thread(_fresh_output, out)
@@ -298,7 +342,8 @@ async def run_demo(out: Path, *, speed: float = DEFAULT_SPEED, json_out: bool = 
             service = await stack.enter_async_context(
                 DemoPlatform(out / "state", Clock(speed), station_id=DEMO_STATION))
         code, link = await _run_bench(out, speed=speed, json_out=json_out, console=console,
-                                      platform=service, handoff=handoff, inspect=inspect)
+                                      platform=service, handoff=handoff, inspect=inspect,
+                                      page=page, linger_s=linger_s, on_page=on_page)
         if service is not None and link is not None:
             if json_out:
                 console.print_json(json.dumps({"verification_link": link}))
@@ -328,7 +373,9 @@ async def _serve_until_interrupted(console: Console, url: str, json_out: bool) -
 
 async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Console,
                      platform: DemoPlatform | None, handoff: str = "restore",
-                     inspect: Callable[[SimBench], None] | None = None
+                     inspect: Callable[[SimBench], None] | None = None,
+                     page: str | None = None, linger_s: float = 0.0,
+                     on_page: Callable[[str], None] | None = None
                      ) -> tuple[int, str | None]:
     """(exit code, the verification link of one phone's certificate, if delivered)."""
     clock = Clock(speed)
@@ -375,8 +422,14 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
         config = demo_config(out / "state", usbmuxd=ios_bench.address,
                              verification_url=platform.verify_url if platform else None,
                              handoff=handoff)
+        screen = BenchState(clock, station_id=config.station.id, policy=config.policy.erase)
+
+        def observe_both(event: SessionEvent) -> None:
+            screen.observe(event)
+            observe(event)
+
         agent, store, certifier = await build_agent(
-            config, clock=clock, observer=observe,
+            config, clock=clock, observer=observe_both,
             extra_endpoints=[p.address for p in by_slot.values() if p.platform == "android"],
             extra_sources=[make_usbmux_source(config, clock, config.state_path,
                                               sysfs=sysfs)],
@@ -387,7 +440,21 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
                                                                  strict=True)})
         agent.technician = technician
         link = None
+        screen.attach(agent)
+        screen.development_pki = certifier.development
+        stack = AsyncExitStack()
         try:
+            if page:
+                await asyncio.to_thread(OperatorRegistry.for_state_dir(config.state_path).add,
+                                        DEMO_OPERATOR, DEMO_PIN)
+                served = await stack.enter_async_context(
+                    bench_page(config, clock, store, screen, page))
+                if on_page is not None:
+                    on_page(served.url)
+                if not json_out:
+                    console.print(Text(f"bench page: {served.url}  (open it in a browser; "
+                                       f"sign in as {DEMO_OPERATOR}, PIN {DEMO_PIN})",
+                                       style="bold"))
             if console.is_terminal and not json_out:
                 with Live(_table(rows), console=console, refresh_per_second=8) as live_:
                     live = live_
@@ -408,7 +475,14 @@ async def _run_bench(out: Path, *, speed: float, json_out: bool, console: Consol
                     link = platform.link(erased[0])
             if inspect is not None:
                 inspect(bench)
+            if page and linger_s > 0:
+                if not json_out:
+                    console.print(Text(f"the bench page stays up for {linger_s:g} s "
+                                       "(Ctrl-C to stop)"))
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(linger_s)
         finally:
+            await stack.aclose()
             await store.close()
 
     code = _summarise(results, by_slot, cert_dir=certifier.out_dir, out=out,

@@ -24,6 +24,7 @@ from wipeagent.config import AgentConfig, ControlConfig
 from wipeagent.control.bench import BenchState
 from wipeagent.control.client import ControlClient
 from wipeagent.control.gates import make_gate
+from wipeagent.control.operators import OperatorRegistry
 from wipeagent.control.server import ControlServer
 from wipeagent.daemon import Agent
 from wipeagent.session import SessionResult
@@ -32,6 +33,15 @@ from wipeagent_sim.android.bench import SimBench
 from wipeagent_sim.demo import demo_config
 
 SPEED = 50.0
+PIN = "246810"  # every test operator's PIN (enrolled by the harness)
+OPERATORS = ("j.smith", "a.tech")
+
+
+def enrol(state_dir: Path, *names: str, secret: str = PIN) -> None:
+    """Enrol operators the way `wipeagent operator add` does (argon2 hash, 0600 file)."""
+    registry = OperatorRegistry.for_state_dir(state_dir)
+    for name in names:
+        registry.add(name, secret)
 
 
 @dataclass
@@ -45,6 +55,7 @@ class Harness:
     server: ControlServer
     client: ControlClient
     slots: dict[str, str]  # profile name -> slot
+    pin: str = PIN  # the enrolled operators' PIN
     run: asyncio.Task[list[SessionResult]] | None = None
 
     def start(self, completed: int | None = None) -> None:
@@ -83,28 +94,31 @@ class Harness:
 
 
 def config_for(state: Path, socket: Path, policy: str, confirm_timeout_s: float,
-               handoff: str = "restore") -> AgentConfig:
+               handoff: str = "restore", intake_wait_s: float = 0.0) -> AgentConfig:
     config = demo_config(state)
     return config.model_copy(update={
         "policy": config.policy.model_copy(update={"erase": policy, "handoff": handoff}),
         "android": config.android.model_copy(update={"command_timeout_s": 20,
                                                      "reboot_timeout_s": 200}),
         "control": ControlConfig(socket=str(socket), group="",
-                                 confirm_timeout_s=confirm_timeout_s),
+                                 confirm_timeout_s=confirm_timeout_s,
+                                 intake_wait_s=intake_wait_s),
     })
 
 
 @asynccontextmanager
 async def _control_bench(tmp_path: Path, profiles: list[str], *, policy: str = "confirm",
-                        confirm_timeout_s: float = 3600,
+                        confirm_timeout_s: float = 3600, intake_wait_s: float = 0.0,
+                        speed: float = SPEED,
                         metrics: Callable[[], str] | None = None,
                         start: bool = True, handoff: str = "restore") -> AsyncIterator[Harness]:
     """Phones, agent (with make_gate's gate), ControlServer and a connected client."""
-    clock = Clock(SPEED)
+    clock = Clock(speed)
     # A unix socket path must stay under ~107 bytes; pytest's tmp_path can be longer.
     with tempfile.TemporaryDirectory(prefix="wac-") as short:
         config = config_for(tmp_path / "state", Path(short) / "control.sock", policy,
-                            confirm_timeout_s, handoff)
+                            confirm_timeout_s, handoff, intake_wait_s)
+        enrol(config.state_path, *OPERATORS)
         bench = BenchState(clock, station_id=config.station.id, policy=policy)
         async with SimBench(profiles=profiles, state_dir=tmp_path / "sims", clock=clock) as sim:
             slots = {p.profile: f"tcp:{p.host}:{p.port}" for p in sim.phones}
@@ -121,7 +135,7 @@ async def _control_bench(tmp_path: Path, profiles: list[str], *, policy: str = "
             harness: Harness | None = None
             try:
                 async with ControlClient(server.socket_path, clock=clock,
-                                         timeout_s=30 * SPEED) as client:
+                                         timeout_s=30 * speed) as client:
                     harness = Harness(clock, config, bench, sim, agent, store, server, client,
                                       slots)
                     if start:

@@ -38,7 +38,7 @@ async def test_confirm_policy_erases_only_what_a_signed_in_operator_confirms(
         with pytest.raises(ControlApiError) as refused:
             await h.client.confirm(pixel)
         assert (refused.value.status, refused.value.code) == (401, "not_signed_in")
-        await h.client.login("j.smith")
+        await h.client.login("j.smith", h.pin)
         # Answering for another session than the one on the slot is refused.
         with pytest.raises(ControlApiError) as changed:
             await h.client.confirm(pixel, session_id="00000000-0000-0000-0000-000000000000")
@@ -120,7 +120,7 @@ async def test_unplugged_while_waiting_asks_again_after_replug(control_bench: An
         h.start(completed=2)  # the paused session, then the resumed one
         serial = "38211FDH2004NJ"
         first = await h.wait_awaiting("pixel8-clean")
-        await h.client.login("a.tech")
+        await h.client.login("a.tech", h.pin)
         h.sim.unplug(serial)
         await h.until(lambda st: not st["slots"][0]["awaiting_confirmation"]
                       and st["slots"][0]["step"] == "paused")

@@ -21,13 +21,17 @@ from rich.console import Console
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig, ControlConfig
 from wipeagent.control import cli
-from wipeagent.control.bench import BenchState
+from wipeagent.control.bench import BenchState, ControlError
 from wipeagent.control.client import ControlApiError, ControlClient
+from wipeagent.control.operators import OperatorRegistry
 from wipeagent.control.server import ControlServer
 from wipeagent.errors import ConfigError
+from wipeagent.i18n import translator
 from wipeagent.models import Outcome
 from wipeagent.session import SessionEvent
 from wipeagent.store import Store
+
+PIN = "135790"
 
 
 @asynccontextmanager
@@ -39,6 +43,9 @@ async def served(tmp_path: Path, group: str = "", metrics: object = None
                              control=ControlConfig(socket=f"{short}/run/control.sock",
                                                    group=group))
         bench = BenchState(clock, station_id="bench-01", policy="confirm")
+        registry = OperatorRegistry.for_state_dir(config.state_path)
+        for name in ("Li Wei", "j.smith"):
+            registry.add(name, PIN)
         async with Store(tmp_path / "journal.sqlite3") as store:
             server = ControlServer(bench, store, config, metrics=metrics,  # type: ignore[arg-type]
                                    trust_roots=[])
@@ -114,9 +121,18 @@ async def test_status_login_and_refusals(tmp_path: Path) -> None:
 
         for name in ("", "x" * 65, "<b>bold</b>", "a\nb"):
             with pytest.raises(ControlApiError) as bad:
-                await client.login(name)
+                await client.login(name, PIN)
             assert (bad.value.status, bad.value.code) == (400, "bad_operator")
-        assert (await client.login("Li Wei"))["operator"] == "Li Wei"
+        # A name alone, or a wrong secret, signs nobody in.
+        for secret in ("", "000000", PIN + "0"):
+            with pytest.raises(ControlApiError) as wrong:
+                await client.login("Li Wei", secret)
+            assert (wrong.value.status, wrong.value.code) == (401, "bad_credentials")
+        with pytest.raises(ControlApiError) as no_secret:
+            await client.call("POST", "/login", {"operator": "Li Wei"})
+        assert no_secret.value.code == "bad_credentials"
+        assert (await client.status())["operator"] is None
+        assert (await client.login("Li Wei", PIN))["operator"] == "Li Wei"
         assert (await client.status())["operator"] == "Li Wei"
         await client.logout()
         assert (await client.status())["operator"] is None
@@ -124,6 +140,10 @@ async def test_status_login_and_refusals(tmp_path: Path) -> None:
         with pytest.raises(ControlApiError) as missing:
             await client.call("GET", "/slots/nope")
         assert missing.value.status == 404
+        with pytest.raises(ControlApiError) as unsigned:
+            await client.abort("usb:1-3")  # every action needs a signed-in operator
+        assert unsigned.value.code == "not_signed_in"
+        await client.login("j.smith", PIN)
         with pytest.raises(ControlApiError) as nothing:
             await client.abort("usb:1-3")
         assert nothing.value.code == "nothing_to_confirm"
@@ -158,21 +178,25 @@ async def test_confirmation_state_machine(tmp_path: Path) -> None:
     first = bench.request_confirmation("s", "a", "SER")
     second = bench.request_confirmation("s", "b", "SER")
     assert first.answer.result() is None  # a superseded question is answered "no"
-    bench.sign_in("op")
-    assert bench.confirm("s", session_id="b").answer.result() == "op"
+    with pytest.raises(ControlError) as nobody:
+        bench.confirm("s", operator=None, session_id="b")
+    assert nobody.value.code == "not_signed_in"
+    assert bench.confirm("s", operator="op", session_id="b").answer.result() == "op"
     bench.withdraw(second)
     assert bench.pending == {}
 
 
 def _args(**kw: object) -> argparse.Namespace:
     base: dict[str, object] = {"socket": None, "config": None, "json": False, "once": False,
-                               "interval": 1.0, "serial": None}
+                               "interval": 1.0, "serial": None, "lang": "en", "all": False,
+                               "slots": [], "width": 0}
     base.update(kw)
     return argparse.Namespace(**base)
 
 
-async def test_cli_commands_over_the_socket(tmp_path: Path) -> None:
-    async with served(tmp_path) as (server, _, bench):
+async def test_cli_commands_over_the_socket(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    async with served(tmp_path) as (server, client, bench):
         sock = str(server.socket_path)
         bench.observe(SessionEvent("usb:1-4", "s9", "plan", "cryptographic erase"))
         out = io.StringIO()
@@ -180,18 +204,41 @@ async def test_cli_commands_over_the_socket(tmp_path: Path) -> None:
             code = await asyncio.to_thread(cli.cmd_status, _args(socket=sock, json=True))
         assert code == 0
         assert json.loads(out.getvalue())["slots"][0]["slot"] == "usb:1-4"
+        # The secret is read from the terminal (here: stdin), never from the command line.
+        monkeypatch.setattr("sys.stdin", io.StringIO("wrong-pin\n"))
+        with redirect_stdout(io.StringIO()):
+            assert await asyncio.to_thread(cli.cmd_login,
+                                           _args(socket=sock, operator="j.smith")) == 1
+        assert bench.operator is None
+        monkeypatch.setattr("sys.stdin", io.StringIO(PIN + "\n"))
         with redirect_stdout(io.StringIO()):
             assert await asyncio.to_thread(cli.cmd_login,
                                            _args(socket=sock, operator="j.smith")) == 0
         assert bench.operator == "j.smith"
         # Nothing waits on that slot: the agent refuses, exit 1.
-        assert await asyncio.to_thread(cli.cmd_confirm, _args(socket=sock, slot="usb:1-4")) == 1
+        assert await asyncio.to_thread(cli.cmd_confirm,
+                                       _args(socket=sock, slots=["usb:1-4"])) == 1
 
-        confirmation = bench.request_confirmation("usb:1-4", "s9", "SER1")
+        confirmations = [bench.request_confirmation(slot, sid, serial) for slot, sid, serial
+                         in (("usb:1-4", "s9", "SER1"), ("usb:1-5", "s10", "SER2"),
+                             ("usb:1-6", "s11", "SER3"))]
+        out = io.StringIO()
+        with redirect_stdout(out):
+            code = await asyncio.to_thread(cli.cmd_confirm,
+                                           _args(socket=sock, slots=["usb:1-4", "usb:1-5"]))
+        assert code == 0, out.getvalue()
+        assert [c.answer.done() for c in confirmations] == [True, True, False]
+        assert confirmations[0].answer.result() == "j.smith"
         with redirect_stdout(io.StringIO()):
-            code = await asyncio.to_thread(cli.cmd_confirm, _args(socket=sock, slot="usb:1-4"))
-        assert code == 0
-        assert confirmation.answer.result() == "j.smith"
+            assert await asyncio.to_thread(cli.cmd_confirm, _args(socket=sock, all=True)) == 0
+        assert confirmations[2].answer.result() == "j.smith"
+        # Every action is in the audit trail with the operator's name.
+        audit = await client.call("GET", "/audit", params={"action": "confirm"})
+        assert sorted((e["slot"], e["operator"], e["result"]) for e in audit["entries"]) == [
+            ("usb:1-4", "j.smith", "ok"), ("usb:1-4", "j.smith", "refused"),
+            ("usb:1-5", "j.smith", "ok"), ("usb:1-6", "j.smith", "ok")]
+        signins = await client.call("GET", "/audit", params={"action": "sign_in"})
+        assert [e["result"] for e in signins["entries"]] == ["ok", "refused"]
     # No agent at all: exit 2 (unreachable).
     assert await asyncio.to_thread(
         cli.cmd_status, _args(socket=str(tmp_path / "none.sock"), once=True)) == 2
@@ -208,20 +255,21 @@ def test_cli_socket_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     args = parser.parse_args(["confirm", "usb:1-3", "--socket", "/s"])
-    assert args.func is cli.cmd_confirm and args.slot == "usb:1-3"
+    assert args.func is cli.cmd_confirm and args.slots == ["usb:1-3"]
 
 
-def test_status_table_never_interprets_phone_text() -> None:
+def test_status_lines_never_interpret_phone_text() -> None:
     status = {"station_id": "b", "policy": "confirm", "operator": None, "slots": [{
         "slot": "usb:1", "phone": {"manufacturer": "[bold red]Evil", "model": "[/]x",
                                    "serial": "S"},
         "step": "verify", "progress": 0.5, "message": "[link=http://x]y[/link]",
-        "outcome": None, "awaiting_confirmation": True}]}
+        "outcome": None, "running": True, "state": "working", "need": ""}]}
     buffer = io.StringIO()
-    Console(file=buffer, width=200, color_system=None).print(cli.render_table(status))
+    Console(file=buffer, width=200, color_system=None).print(
+        cli.render_status(status, translator("en")))
     text = buffer.getvalue()
-    assert "[bold red]Evil" in text and "[link=http://x]y[/link]" in text
-    assert "CONFIRM?" in text and "50%" in text
+    assert "[bold red]Evil [/]x S" in text
+    assert "verifying on the phone 50%" in text
 
 
 def test_openapi_document_lists_every_route(tmp_path: Path) -> None:

@@ -214,6 +214,8 @@ enabled = false
 [control]
 socket = "{state}/control.sock"
 group = ""
+[page]
+listen = "127.0.0.1:0"
 [certificates]
 key = "{key}"
 chain = "{chain}"

@@ -241,6 +241,8 @@ enabled = false
 allow_development_pki = true
 [control]
 socket = "{self.tmp / 'control.sock'}"
+[page]
+listen = "127.0.0.1:0"
 """, encoding="utf-8")
         return self
 

@@ -20,6 +20,7 @@ import pytest
 from wipeagent.clock import Clock
 from wipeagent.config import AgentConfig
 from wipeagent.control.client import ControlClient
+from wipeagent.control.operators import OperatorRegistry
 from wipeagent.errors import ConfigError
 from wipeagent.models import Outcome
 from wipeagent.runner import DEFAULT_EXTENSIONS, EXIT_CONFIG, RunContext, Service, run_agent
@@ -39,6 +40,8 @@ def config_for(tmp_path: Path, endpoints: list[str], **policy: object) -> AgentC
             "endpoints": tuple(endpoints), "command_timeout_s": 20, "reboot_timeout_s": 300}),
         "control": config.control.model_copy(update={
             "socket": str(tmp_path / "run" / "control.sock"), "group": ""}),
+        # The bench page on an ephemeral port (never the fixed default in tests).
+        "page": config.page.model_copy(update={"listen": "127.0.0.1:0"}),
         "policy": config.policy.model_copy(update=policy),
     })
 
@@ -79,6 +82,7 @@ async def test_sigterm_while_waiting_for_confirmation_then_resume_and_erase(
                         clock=clock) as bench:
         (entry,) = bench.phones
         config = config_for(tmp_path, [f"{entry.host}:{entry.port}"], erase="confirm")
+        OperatorRegistry.for_state_dir(config.state_path).add("bob", "bob-pin-7")
         first = Service(config, clock, config_path=None, once=True,
                         extensions=DEFAULT_EXTENSIONS, notifier=Notifier({}))
         run = asyncio.create_task(first.run())
@@ -99,7 +103,7 @@ async def test_sigterm_while_waiting_for_confirmation_then_resume_and_erase(
         again = await wait_event(events, "confirm")
         assert again.session_id == asking.session_id  # the journaled session, resumed
         async with ControlClient(config.control.socket) as client:
-            await client.login("bob")
+            await client.login("bob", "bob-pin-7")
             await client.confirm(again.slot)
         assert await asyncio.wait_for(run, 60) == 0
     assert second.ctx is not None
@@ -188,6 +192,8 @@ allow_development_pki = true
 [control]
 socket = "{sock}"
 group = ""
+[page]
+listen = "127.0.0.1:0"
 """
 
 

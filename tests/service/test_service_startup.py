@@ -37,6 +37,8 @@ enabled = false
 [control]
 socket = "{sock}"
 group = ""
+[page]
+listen = "127.0.0.1:0"
 """
 
 DEV_OK = "allow_development_pki = true"

@@ -23,6 +23,7 @@ from wipeagent.control import cli as control_cli
 from wipeagent.control.bench import BenchState
 from wipeagent.control.client import ControlClient
 from wipeagent.control.server import ControlServer
+from wipeagent.i18n import translator
 from wipeagent.metrics import Metrics
 from wipeagent.uplink.cli import cmd_outbox, register
 from wipeagent.uplink.client import Uplink, UplinkSettings
@@ -240,7 +241,7 @@ async def test_status_api_and_cli_show_the_alerts(bench: Bench) -> None:
     from rich.console import Console
 
     console = Console(width=200, record=True)
-    console.print(control_cli.render_table(status))
+    console.print(control_cli.render_status(status, translator("en")))
     text = console.export_text()
     assert "outbox: 1 pending, 1 parked, 0 delivered" in text
     assert "ERROR: 1 certificate(s) parked" in text

@@ -74,6 +74,10 @@ def unix_ms(at: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+# A reason / exception code as schema v2 admits it (outcome.reason_codes).
+_CODE = re.compile(r"^[a-z0-9_]{1,64}(:[a-z0-9_.]{1,64})?$")
+
+
 def uuid7(at: datetime) -> str:
     """A UUIDv7 (RFC 9562 section 5.7) whose timestamp is `at` (ms), the rest random."""
     ms = unix_ms(at) & ((1 << 48) - 1)
@@ -279,6 +283,8 @@ def build_payload(
             "result": record.outcome.value,
             "reasons": list(record.reasons),
             "exceptions": list(record.exceptions),
+            "reason_codes": [c for c in record.reason_codes if _CODE.fullmatch(c)],
+            "exception_codes": [c for c in record.exception_codes if _CODE.fullmatch(c)],
         },
         "device": device,
         "sanitization": sanitization,
@@ -340,6 +346,7 @@ def payload_version(payload: Any) -> int:
 class _Check:
     """A payload check as wipeagent.outcome.decide reads it (outcome.CheckLike)."""
 
+    id: str
     kind: CheckKind
     status: CheckStatus
     title: str
@@ -380,7 +387,8 @@ def _outcome_problems(payload: dict[str, Any]) -> list[str]:
         problems.append("a post-erase check could not run or warned: not a clean erase")
     decision = decide(
         _Plan(manual=san["manual"], category=NistCategory(san["category"])),
-        [_Check(CheckKind(c["kind"]), CheckStatus(c["status"]), c["title"], c["detail"])
+        [_Check(c["id"], CheckKind(c["kind"]), CheckStatus(c["status"]), c["title"],
+                c["detail"])
          for c in checks],
     )
     if decision.outcome is Outcome.NOT_ERASED:

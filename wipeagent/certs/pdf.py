@@ -35,193 +35,158 @@ from reportlab.platypus import (
 
 from wipeagent.certs.verify import VerifiedCertificate
 from wipeagent.errors import ConfigError
+from wipeagent.i18n import N_, gettext, messages, translator
 
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 FONT_NAME = "WipeagentCJK"
 LANGUAGES = ("en", "zh")
 
-_TEXT: dict[str, dict[str, str]] = {
-    "title": {"en": "Certificate of Media Sanitization", "zh": "数据清除（介质净化）证书"},
-    "dev": {
-        "en": "DEVELOPMENT CERTIFICATE - NOT VALID AS PROOF OF ERASURE",
-        "zh": "开发测试证书 —— 不能作为数据清除证明",
-    },
-    "outcome": {"en": "Outcome", "zh": "结果"},
-    "erased": {"en": "ERASED", "zh": "已清除"},
-    "erased_with_exceptions": {"en": "ERASED WITH EXCEPTIONS", "zh": "已清除（有例外）"},
-    "not_erased": {"en": "NOT ERASED", "zh": "未清除"},
-    "reasons": {"en": "Reasons", "zh": "原因"},
-    "exceptions": {"en": "Exceptions", "zh": "例外"},
-    "certificate": {"en": "Certificate", "zh": "证书"},
-    "certificate_id": {"en": "Certificate ID", "zh": "证书编号"},
-    "issued_at": {"en": "Issued (UTC)", "zh": "签发时间（UTC）"},
-    "sha256": {"en": "SHA-256 of signed file", "zh": "签名文件 SHA-256"},
-    "ledger": {"en": "Station ledger", "zh": "工位台账"},
-    "device": {"en": "Device", "zh": "设备"},
-    "platform": {"en": "Platform", "zh": "平台"},
-    "manufacturer": {"en": "Manufacturer", "zh": "制造商"},
-    "model": {"en": "Model", "zh": "型号"},
-    "model_number": {"en": "Model number", "zh": "型号代码"},
-    "serial": {"en": "Serial number", "zh": "序列号"},
-    "imeis": {"en": "IMEI", "zh": "IMEI"},
-    "udid": {"en": "UDID", "zh": "UDID"},
-    "os": {"en": "Operating system", "zh": "操作系统"},
-    "capacity": {"en": "Storage capacity", "zh": "存储容量"},
-    "encryption": {"en": "Encryption", "zh": "加密"},
-    "media_type": {"en": "Media type", "zh": "介质类型"},
-    "no_device": {"en": "The device could not be identified.", "zh": "未能识别设备。"},
-    "sanitization": {"en": "Sanitization", "zh": "净化"},
-    "category": {"en": "NIST SP 800-88 category", "zh": "NIST SP 800-88 类别"},
-    "technique": {"en": "Technique", "zh": "技术"},
-    "method": {"en": "Method", "zh": "方法"},
-    "manual": {"en": "Manual (guided) reset", "zh": "手动（引导）重置"},
-    "period": {"en": "Started / ended (UTC)", "zh": "开始 / 结束（UTC）"},
-    "tool": {"en": "Tool", "zh": "工具"},
-    "standards": {"en": "Standards", "zh": "标准"},
-    "not_performed": {"en": "not performed", "zh": "未执行"},
-    "verification": {"en": "Verification", "zh": "验证"},
-    "technique_completed": {"en": "Technique completed", "zh": "净化技术已完成"},
-    "data_unrecoverable": {
-        "en": "Data unrecoverable (checked means)", "zh": "数据不可恢复（按所查方法）",
-    },
-    "check": {"en": "Check", "zh": "检查项"},
-    "kind": {"en": "Kind", "zh": "类型"},
-    "status": {"en": "Status", "zh": "状态"},
-    "locks": {"en": "Locks (as checked)", "zh": "锁定状态（按实际检查）"},
-    "activation_lock": {"en": "Activation Lock / Find My", "zh": "激活锁 / 查找"},
-    "google_frp": {"en": "Google FRP", "zh": "谷歌恢复出厂保护"},
-    "mdm": {"en": "MDM / device management", "zh": "MDM / 设备管理"},
-    "diagnostics": {"en": "Diagnostics summary", "zh": "诊断摘要"},
-    "custody": {"en": "Performed by", "zh": "执行信息"},
-    "operator": {"en": "Operator", "zh": "操作员"},
-    "station": {"en": "Station", "zh": "工位"},
-    "site": {"en": "Site", "zh": "地点"},
-    "organisation": {"en": "Organisation", "zh": "机构"},
-    "destination": {"en": "Post-sanitization destination", "zh": "净化后去向"},
-    "signed_by": {"en": "Signed by", "zh": "签名者"},
-    # With a verification URL the owner scans the QR code (or types the link) and the
-    # platform's page checks the certificate in their browser; without one, only the
-    # command line can (the QR code then holds a plain id + hash token).
-    "verify_link": {
-        "en": "Check this certificate yourself: scan the QR code with your phone's camera, "
-              "or open this link in a browser. The page verifies the signature on your device:",
-        "zh": "您可以亲自核验此证书：用手机相机扫描二维码，或在浏览器中打开下方链接。"
-              "页面会在您的设备上核验签名：",
-    },
-    "verify_hint": {
-        "en": "Verify: wipeagent verify FILE --trust ROOT.pem (the QR code holds the ID and hash)",
-        "zh": "验证方法：wipeagent verify 文件 --trust 根证书.pem（二维码含证书编号与哈希）",
-    },
-    "confirmed": {"en": "confirmed", "zh": "已确认"},
-    "failed": {"en": "FAILED", "zh": "失败"},
-    "not_established": {"en": "not established", "zh": "未确认"},
-    "not_applicable": {"en": "not applicable", "zh": "不适用"},
-    "not_checked": {"en": "not checked", "zh": "未检查"},
-    "not_present": {"en": "not present", "zh": "未发现"},
-    "present": {"en": "PRESENT", "zh": "存在"},
-    "inconclusive": {"en": "inconclusive", "zh": "无法确定"},
-    "yes": {"en": "yes", "zh": "是"},
-    "no": {"en": "no", "zh": "否"},
-    "clear": {"en": "Clear", "zh": "清除（Clear）"},
-    "purge": {"en": "Purge", "zh": "净化（Purge）"},
-    "reuse": {"en": "reuse", "zh": "再利用"},
-    "resale": {"en": "resale", "zh": "转售"},
-    "recycling": {"en": "recycling", "zh": "回收"},
-    "meid": {"en": "MEID", "zh": "MEID"},
-    "imei_phone": {"en": "read from the phone", "zh": "从手机读取"},
-    "imei_technician": {"en": "entered by the technician", "zh": "由技术员录入"},
-    "booking": {"en": "Booking reference", "zh": "预约单号"},
-    "matched_by_serial": {"en": "matched by serial number", "zh": "按序列号匹配"},
-    "matched_by_imei": {"en": "matched by IMEI", "zh": "按 IMEI 匹配"},
-    "handoff": {"en": "Hand-off: the state the phone leaves in", "zh": "交付：手机离开时的状态"},
-    "handoff_none": {
-        "en": "No hand-off: the phone was not erased and stays with the bench.",
-        "zh": "无交付：手机未被清除，留在工位。",
-    },
-    "handoff_policy": {"en": "Hand-off", "zh": "交付方式"},
-    "policy_restore": {
-        "en": "settings put back and USB debugging turned off by the bench (each value read "
-              "back)",
-        "zh": "由工位恢复设置并关闭 USB 调试（每项均已回读）",
-    },
-    "policy_final_reset": {
-        "en": "a second factory reset by the technician (attested by the technician, not "
-              "verified by the bench)",
-        "zh": "由技术员再次恢复出厂设置（技术员确认，工位未验证）",
-    },
-    "handoff_completed": {"en": "completed", "zh": "已完成"},
-    "handoff_failed": {"en": "FAILED: see the exceptions above", "zh": "失败：见上方例外"},
-    "attested_by": {"en": "Attested by", "zh": "确认人"},
-    "r_restored": {"en": "done", "zh": "已完成"},
-    "r_unchanged": {"en": "already so", "zh": "原本如此"},
-    "r_not_restorable": {"en": "remains", "zh": "保持不变"},
-    "r_failed": {"en": "NOT DONE", "zh": "未完成"},
-    "r_observed": {"en": "observed", "zh": "观察到"},
-    "r_attested": {"en": "attested", "zh": "已确认"},
+# Every label of the PDF, in English (the msgid); the Chinese is in the one message
+# catalogue (wipeagent/i18n/locale/zh_CN), like every other technician-facing text.
+_LABELS: dict[str, str] = {
+    "title": N_("Certificate of Media Sanitization"),
+    "dev": N_("DEVELOPMENT CERTIFICATE - NOT VALID AS PROOF OF ERASURE"),
+    "outcome": N_("Outcome"),
+    "erased": N_("ERASED"),
+    "erased_with_exceptions": N_("ERASED WITH EXCEPTIONS"),
+    "not_erased": N_("NOT ERASED"),
+    "reasons": N_("Reasons"),
+    "exceptions": N_("Exceptions"),
+    "certificate": N_("Certificate"),
+    "certificate_id": N_("Certificate ID"),
+    "issued_at": N_("Issued (UTC)"),
+    "sha256": N_("SHA-256 of signed file"),
+    "ledger": N_("Station ledger"),
+    "device": N_("Device"),
+    "platform": N_("Platform"),
+    "manufacturer": N_("Manufacturer"),
+    "model": N_("Model"),
+    "model_number": N_("Model number"),
+    "serial": N_("Serial number"),
+    "imeis": N_("IMEI"),
+    "udid": N_("UDID"),
+    "os": N_("Operating system"),
+    "capacity": N_("Storage capacity"),
+    "encryption": N_("Encryption"),
+    "media_type": N_("Media type"),
+    "no_device": N_("The device could not be identified."),
+    "sanitization": N_("Sanitization"),
+    "category": N_("NIST SP 800-88 category"),
+    "technique": N_("Technique"),
+    "method": N_("Method"),
+    "manual": N_("Manual (guided) reset"),
+    "period": N_("Started / ended (UTC)"),
+    "tool": N_("Tool"),
+    "standards": N_("Standards"),
+    "not_performed": N_("not performed"),
+    "verification": N_("Verification"),
+    "technique_completed": N_("Technique completed"),
+    "data_unrecoverable": N_("Data unrecoverable (checked means)"),
+    "check": N_("Check"),
+    "kind": N_("Kind"),
+    "status": N_("Status"),
+    "locks": N_("Locks (as checked)"),
+    "activation_lock": N_("Activation Lock / Find My"),
+    "google_frp": N_("Google FRP"),
+    "mdm": N_("MDM / device management"),
+    "diagnostics": N_("Diagnostics summary"),
+    "custody": N_("Performed by"),
+    "operator": N_("Operator"),
+    "station": N_("Station"),
+    "site": N_("Site"),
+    "organisation": N_("Organisation"),
+    "destination": N_("Post-sanitization destination"),
+    "signed_by": N_("Signed by"),
+    "verify_link": N_(
+        "Check this certificate yourself: scan the QR code with your phone's "
+        "camera, or open this link in a browser. The page verifies the "
+        "signature on your device:"),
+    "verify_hint": N_(
+        "Verify: wipeagent verify FILE --trust ROOT.pem (the QR code holds "
+        "the ID and hash)"),
+    "confirmed": N_("confirmed"),
+    "failed": N_("FAILED"),
+    "not_established": N_("not established"),
+    "not_applicable": N_("not applicable"),
+    "not_checked": N_("not checked"),
+    "not_present": N_("not present"),
+    "present": N_("PRESENT"),
+    "inconclusive": N_("inconclusive"),
+    "yes": N_("yes"),
+    "no": N_("no"),
+    "clear": N_("Clear"),
+    "purge": N_("Purge"),
+    "reuse": N_("reuse"),
+    "resale": N_("resale"),
+    "recycling": N_("recycling"),
+    "meid": N_("MEID"),
+    "imei_phone": N_("read from the phone"),
+    "imei_technician": N_("entered by the technician"),
+    "booking": N_("Booking reference"),
+    "matched_by_serial": N_("matched by serial number"),
+    "matched_by_imei": N_("matched by IMEI"),
+    "handoff": N_("Hand-off: the state the phone leaves in"),
+    "handoff_none": N_(
+        "No hand-off: the phone was not erased and stays with the bench."),
+    "handoff_policy": N_("Hand-off"),
+    "policy_restore": N_(
+        "settings put back and USB debugging turned off by the bench (each "
+        "value read back)"),
+    "policy_final_reset": N_(
+        "a second factory reset by the technician (attested by the "
+        "technician, not verified by the bench)"),
+    "handoff_completed": N_("completed"),
+    "handoff_failed": N_("FAILED: see the exceptions above"),
+    "attested_by": N_("Attested by"),
+    "r_restored": N_("done"),
+    "r_unchanged": N_("already so"),
+    "r_not_restorable": N_("remains"),
+    "r_failed": N_("NOT DONE"),
+    "r_observed": N_("observed"),
+    "r_attested": N_("attested"),
 }
 
 # What each hand-off item means for the next owner, in words a buyer understands:
 # (item id, result) -> sentence. Items without one are shown as "title: detail".
-_HANDOFF_TEXT: dict[tuple[str, str], dict[str, str]] = {
-    ("usb_debugging", "restored"): {
-        "en": "USB debugging turned off.", "zh": "已关闭 USB 调试。"},
-    ("bench_key", "not_restorable"): {
-        "en": "This bench's key is still known to the phone until its next reset; it "
-              "cannot be used while USB debugging is off.",
-        "zh": "在下次恢复出厂设置前，手机仍记得本工位的密钥；"
-              "USB 调试关闭时无法使用。"},
-    ("package_verifier", "restored"): {
-        "en": "Apps installed over USB are checked again (package verifier on).",
-        "zh": "通过 USB 安装的应用重新接受检查（已开启应用验证）。"},
-    ("automatic_updates", "restored"): {
-        "en": "Automatic system updates turned back on.", "zh": "已重新开启系统自动更新。"},
-    ("stay_awake", "restored"): {
-        "en": "The screen no longer stays on while charging.", "zh": "充电时屏幕不再保持常亮。"},
-    ("adb_key_expiry", "restored"): {
-        "en": "USB debugging authorisations expire again.", "zh": "USB 调试授权重新会过期。"},
-    ("location", "restored"): {
-        "en": "Location turned off; the owner turns it on.",
-        "zh": "已关闭位置信息，由新机主开启。"},
-    ("developer_options", "restored"): {
-        "en": "Developer options turned off.", "zh": "已关闭开发者选项。"},
-    ("lock_screen", "restored"): {
-        "en": "Lock screen turned back on (swipe); the owner sets a PIN.",
-        "zh": "已恢复锁屏（滑动解锁），由新机主设置密码。"},
-    ("setup_wizard", "not_restorable"): {
-        "en": "The setup wizard was skipped: the phone starts at its home screen and the "
-              "owner adds accounts in Settings.",
-        "zh": "已跳过开机向导：手机直接进入主屏幕，新机主在设置中添加账号。"},
-    ("test_harness_mode", "not_restorable"): {
-        "en": "Until its next factory reset the phone tells apps it is in Test Harness "
-              "Mode.",
-        "zh": "在下次恢复出厂设置前，手机会告诉应用它处于测试模式"
-              "（Test Harness Mode）。"},
-    ("auto_sync", "not_restorable"): {
-        "en": "Automatic account sync is off: the owner turns it on in Settings > Accounts.",
-        "zh": "账号自动同步已关闭：新机主可在“设置 > 账号”中开启。"},
-    ("final_reset", "attested"): {
-        "en": "Reset once more by the technician to its out-of-box state (setup wizard, "
-              "no USB debugging, no bench key); attested by the technician, not verified "
-              "by the bench.",
-        "zh": "技术员再次将手机恢复到出厂状态（开机向导、无 USB 调试、无工位密钥）；"
-              "由技术员确认，工位未验证。"},
-    ("setup_assistant", "observed"): {
-        "en": "At Setup Assistant: the owner sets the phone up from the start.",
-        "zh": "处于设置助理界面：新机主从头开始设置。"},
-    ("activation_state", "observed"): {
-        "en": "Activation as the phone reports it.", "zh": "手机报告的激活状态。"},
-    ("activation_lock", "observed"): {
-        "en": "Find My / Activation Lock as the phone itself reports it; only activation "
-              "proves Activation Lock is off.",
-        "zh": "“查找”/激活锁状态为手机自身的报告；只有激活才能证明激活锁已关闭。"},
-    ("bench_pairing", "restored"): {
-        "en": "This bench's pairing removed: the phone trusts no computer.",
-        "zh": "已移除与本工位的配对：手机不信任任何电脑。"},
+_HANDOFF_TEXT: dict[tuple[str, str], str] = {
+    ("usb_debugging", "restored"): N_("USB debugging turned off."),
+    ("bench_key", "not_restorable"): N_(
+        "This bench's key is still known to the phone until its next reset; "
+        "it cannot be used while USB debugging is off."),
+    ("package_verifier", "restored"): N_(
+        "Apps installed over USB are checked again (package verifier on)."),
+    ("automatic_updates", "restored"): N_("Automatic system updates turned back on."),
+    ("stay_awake", "restored"): N_("The screen no longer stays on while charging."),
+    ("adb_key_expiry", "restored"): N_("USB debugging authorisations expire again."),
+    ("location", "restored"): N_("Location turned off; the owner turns it on."),
+    ("developer_options", "restored"): N_("Developer options turned off."),
+    ("lock_screen", "restored"): N_("Lock screen turned back on (swipe); the owner sets a PIN."),
+    ("setup_wizard", "not_restorable"): N_(
+        "The setup wizard was skipped: the phone starts at its home screen "
+        "and the owner adds accounts in Settings."),
+    ("test_harness_mode", "not_restorable"): N_(
+        "Until its next factory reset the phone tells apps it is in Test "
+        "Harness Mode."),
+    ("auto_sync", "not_restorable"): N_(
+        "Automatic account sync is off: the owner turns it on in Settings > "
+        "Accounts."),
+    ("final_reset", "attested"): N_(
+        "Reset once more by the technician to its out-of-box state (setup "
+        "wizard, no USB debugging, no bench key); attested by the technician, "
+        "not verified by the bench."),
+    ("setup_assistant", "observed"): N_(
+        "At Setup Assistant: the owner sets the phone up from the start."),
+    ("activation_state", "observed"): N_("Activation as the phone reports it."),
+    ("activation_lock", "observed"): N_(
+        "Find My / Activation Lock as the phone itself reports it; only "
+        "activation proves Activation Lock is off."),
+    ("bench_pairing", "restored"): N_(
+        "This bench's pairing removed: the phone trusts no computer."),
 }
 
 
 def _t(key: str, lang: str) -> str:
-    return _TEXT[key][lang]
+    return gettext(lang, _LABELS[key])
 
 
 def _register_font(font_path: Path) -> None:
@@ -303,7 +268,8 @@ def _handoff_rows(handoff: dict[str, Any] | None, lang: str) -> list[tuple[str, 
     if handoff["attested_by"]:
         rows.append((_t("attested_by", lang), handoff["attested_by"]))
     for item in handoff["items"]:
-        sentence = _HANDOFF_TEXT.get((item["id"], item["result"]), {}).get(lang)
+        known = _HANDOFF_TEXT.get((item["id"], item["result"]))
+        sentence = gettext(lang, known) if known else None
         if sentence is None or item["result"] == "failed":
             sentence = f"{item['title']}: {item['detail'] or item['result']}"
         elif item["result"] == "observed" and item["after"]:
@@ -315,7 +281,32 @@ def _handoff_rows(handoff: dict[str, Any] | None, lang: str) -> list[tuple[str, 
 def _word(value: str | None, lang: str) -> str:
     if value is None:
         return "-"
-    return _TEXT[value][lang] if value in _TEXT else value
+    return _t(value, lang) if value in _LABELS else value
+
+
+def _table(table: dict[str, str], value: str | None, lang: str) -> str:
+    """A machine value (status, kind, encryption ...) in words; unknown values as they are."""
+    if value is None:
+        return "-"
+    return gettext(lang, table[value]) if value in table else value
+
+
+def _outcome_rows(payload: dict[str, Any], lang: str) -> list[tuple[str, str]]:
+    """Reasons and exceptions: from their machine codes in the reader's language (schema
+    v2), else (version 1, or a code this version does not know) the signed English text."""
+    _ = translator(lang)
+    outcome = payload["outcome"]
+    titles = {c["id"]: c["title"] for c in payload["verification"]["checks"]}
+    rows: list[tuple[str, str]] = []
+    for label, texts, codes in (("reasons", outcome["reasons"], outcome.get("reason_codes")),
+                                ("exceptions", outcome["exceptions"],
+                                 outcome.get("exception_codes"))):
+        words = [messages.code_text(_, c, titles) for c in codes or ()]
+        if lang != "en" and codes and all(w != c for w, c in zip(words, codes, strict=True)):
+            rows += [(_t(label, lang), w) for w in words]
+        else:
+            rows += [(_t(label, lang), text) for text in texts]
+    return rows
 
 
 def render_pdf(
@@ -353,9 +344,7 @@ def render_pdf(
     )
     head.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
     story.append(head)
-    outcome = p["outcome"]
-    extra = [(_t("reasons", lang), r) for r in outcome["reasons"]]
-    extra += [(_t("exceptions", lang), e) for e in outcome["exceptions"]]
+    extra = _outcome_rows(p, lang)
     if extra:
         story.append(_kv(extra, st))
 
@@ -378,8 +367,8 @@ def render_pdf(
             *([(_t("udid", lang), dev["udid"])] if dev["udid"] else []),
             (_t("os", lang), f"{dev['os_name']} {dev['os_version']}"),
             (_t("capacity", lang), f"{cap / 1e9:.0f} GB ({cap} bytes)" if cap else "-"),
-            (_t("encryption", lang), dev["encryption"]),
-            (_t("media_type", lang), dev["media_type"]),
+            (_t("encryption", lang), _table(messages.ENCRYPTION, dev["encryption"], lang)),
+            (_t("media_type", lang), gettext(lang, dev["media_type"])),
         ], st))
 
     story.append(_p(_t("sanitization", lang), st.h))
@@ -387,7 +376,7 @@ def render_pdf(
     story.append(_kv([
         (_t("category", lang), _word(san["category"], lang) if san["performed"]
          else _t("not_performed", lang)),
-        (_t("technique", lang), san["technique"] or "-"),
+        (_t("technique", lang), gettext(lang, san["technique"]) if san["technique"] else "-"),
         (_t("method", lang), san["method"] or "-"),
         (_t("manual", lang), _t("yes" if san["manual"] else "no", lang)),
         (_t("period", lang), f"{san['started_at'] or '-'}  /  {san['ended_at'] or '-'}"),
@@ -399,8 +388,10 @@ def render_pdf(
     rows: list[list[Any]] = [[_p(_t("check", lang), st.cell), _p(_t("kind", lang), st.cell),
                               _p(_t("status", lang), st.cell), _p(_t("method", lang), st.cell)]]
     for c in ver["checks"]:
-        rows.append([_p(c["title"] or c["id"], st.cell), _p(c["kind"], st.cell),
-                     _p(c["status"], st.cell), _p(c["method"], st.small)])
+        rows.append([_p(gettext(lang, c["title"]) or c["id"], st.cell),
+                     _p(_table(messages.CHECK_KINDS, c["kind"], lang), st.cell),
+                     _p(_table(messages.CHECK_STATUSES, c["status"], lang), st.cell),
+                     _p(c["method"], st.small)])
     checks = Table(rows, colWidths=[54 * mm, 24 * mm, 16 * mm, 80 * mm], repeatRows=1)
     checks.setStyle(TableStyle([
         ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#b8c2cc")),
@@ -423,12 +414,14 @@ def render_pdf(
     story.append(_p(_t("locks", lang), st.h))
     story.append(_kv([
         (_t(name, lang), _word(locks[name]["state"], lang)
-         + "".join(f"  [{c['id']}: {c['status']}]" for c in locks[name]["checks"]))
+         + "".join(f"  [{c['id']}: {_table(messages.CHECK_STATUSES, c['status'], lang)}]"
+                   for c in locks[name]["checks"]))
         for name in ("activation_lock", "google_frp", "mdm")
     ], st))
     summary = p["diagnostics"]["summary"]
     story.append(_p(_t("diagnostics", lang), st.h))
-    story.append(_p("  ".join(f"{k}: {v}" for k, v in summary.items()), st.cell))
+    story.append(_p("  ".join(f"{_table(messages.CHECK_STATUSES, k, lang)}: {v}"
+                              for k, v in summary.items()), st.cell))
 
     cust = p["custody"]
     story.append(_p(_t("custody", lang), st.h))

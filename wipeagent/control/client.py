@@ -80,8 +80,20 @@ class ControlClient:
         result: dict[str, Any] = await self.call("GET", "/status")
         return result
 
-    async def login(self, operator: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("POST", "/login", {"operator": operator})
+    async def login(self, operator: str, secret: str) -> dict[str, Any]:
+        """Sign in at this bench with the operator's PIN or password."""
+        result: dict[str, Any] = await self.call("POST", "/login",
+                                                 {"operator": operator, "secret": secret})
+        return result
+
+    async def confirm_many(self, slots: list[str] | None, *,
+                           expected: dict[str, dict[str, str]] | None = None
+                           ) -> dict[str, Any]:
+        """Confirm several phones (None: every phone waiting now)."""
+        body: dict[str, Any] = {"all": True} if slots is None else {"slots": slots}
+        if expected:
+            body["expected"] = expected
+        result: dict[str, Any] = await self.call("POST", "/confirm", body)
         return result
 
     async def logout(self) -> None:

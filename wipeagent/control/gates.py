@@ -68,16 +68,30 @@ class ConfirmGate:
 
 
 class IntakeGate:
-    """`intake`: erase only phones whose serial or IMEI is on the intake list."""
+    """`intake`: erase only phones whose serial or IMEI is on the intake list. A phone
+    that is not booked in waits up to `wait_s` bench seconds for its barcode to be
+    scanned on the bench page (or for the platform to book it in)."""
 
-    def __init__(self, bench: BenchState, intake: IntakeList, clock: Clock) -> None:
+    def __init__(self, bench: BenchState, intake: IntakeList, clock: Clock,
+                 wait_s: float = 0.0) -> None:
         self.bench = bench
         self.intake = intake
         self.clock = clock
+        self.wait_s = wait_s
 
     async def __call__(self, request: GateRequest) -> GateVerdict:
         identity = request.identity
         entry = await self.intake.match(identity)
+        if entry is None and self.wait_s > 0:
+            deadline = self.clock.monotonic() + self.wait_s
+            request.emit(SessionStep.INTAKE, f"{_phone(identity)} is not booked in: scan its "
+                         "IMEI or booking reference")
+            request.emit(SessionStep.ATTENTION, "scan the phone's IMEI to book it in",
+                         attention="scan_intake")
+            while entry is None and (left := deadline - self.clock.monotonic()) > 0:
+                # Woken by a scan; the periodic look catches a platform feed.
+                await self.bench.intake_changed(min(left, 30.0))
+                entry = await self.intake.match(identity)
         if entry is None:
             request.emit(SessionStep.INTAKE,
                          f"{_phone(identity)} is not booked in: the phone is not erased",
@@ -110,5 +124,5 @@ def make_gate(config: AgentConfig, bench: BenchState, store: Store, clock: Clock
     if policy == "confirm":
         return ConfirmGate(bench, clock, config.control.confirm_timeout_s)
     if policy == "intake":
-        return IntakeGate(bench, IntakeList(store), clock)
+        return IntakeGate(bench, IntakeList(store), clock, config.control.intake_wait_s)
     return AutoGate(bench)

@@ -35,9 +35,12 @@ from wipeagent.certs.pki import dev_trust_root
 from wipeagent.certs.signer import load_certificates
 from wipeagent.certs.verify import verify_certificate
 from wipeagent.config import AgentConfig
+from wipeagent.control.actions import Actor, BenchActions
+from wipeagent.control.audit import AuditLog
 from wipeagent.control.bench import BenchState, ControlError
 from wipeagent.control.desk import BenchTechnician
 from wipeagent.control.intake import IntakeList, parse_entry
+from wipeagent.control.operators import SOCKET_CHANNEL, OperatorRegistry
 from wipeagent.errors import CertificateError, ConfigError, WipeAgentError
 from wipeagent.store import CertificateRow, Store
 from wipeagent.uplink.alerts import DeliveryStatus, outbox_status
@@ -174,6 +177,10 @@ class ControlServer:
         self.technician = technician or BenchTechnician(
             bench, self.intake, bench.clock, imei_timeout_s=config.control.imei_timeout_s,
             final_reset_timeout_s=config.control.final_reset_timeout_s)
+        self.audit = AuditLog(store)
+        self.registry = OperatorRegistry.for_state_dir(config.state_path)
+        self.actions = BenchActions(bench, self.intake, self.audit, self.registry, bench.clock)
+        self._expiry: asyncio.Task[None] | None = None
         self._pdf_executor = ThreadPoolExecutor(max_workers=1,
                                                 thread_name_prefix="wipeagent-pdf")
         self._runner: web.AppRunner | None = None
@@ -193,6 +200,9 @@ class ControlServer:
         r.add_post("/slots/{slot}/reverify", self.post_reverify)
         r.add_post("/slots/{slot}/imei", self.post_imei)
         r.add_post("/slots/{slot}/handoff", self.post_handoff)
+        r.add_post("/slots/{slot}/manual-step", self.post_manual_step)
+        r.add_post("/slots/{slot}/identify", self.post_identify)
+        r.add_post("/confirm", self.post_confirm_many)
         r.add_post("/login", self.post_login)
         r.add_post("/logout", self.post_logout)
         r.add_get("/certificates", self.get_certificates)
@@ -202,6 +212,8 @@ class ControlServer:
         r.add_get("/intake", self.get_intake)
         r.add_post("/intake", self.post_intake)
         r.add_delete("/intake/{identifier}", self.delete_intake)
+        r.add_post("/intake/scan", self.post_intake_scan)
+        r.add_get("/audit", self.get_audit)
         r.add_get("/metrics", self.get_metrics)
         return app
 
@@ -256,10 +268,22 @@ class ControlServer:
                                      shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_idle(),
+                                                              name="control-idle")
         log.info("control API on %s", self.socket_path)
+
+    async def _expire_idle(self) -> None:
+        """Sign idle operators out (and journal it) even when nobody asks."""
+        while True:
+            await self.bench.clock.sleep(min(30.0, self.bench.signins.idle_s / 4))
+            await self.actions.expire_idle()
 
     async def close(self) -> None:
         """Stop listening and remove the socket file."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+            self._expiry = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -281,17 +305,25 @@ class ControlServer:
 
     # -- bench ---------------------------------------------------------------------------
 
-    async def _with_certificates(self, slots: list[dict[str, Any]]) -> None:
+    async def with_certificates(self, slots: list[dict[str, Any]]) -> None:
+        """Fill `certificate_id` of finished slots (looked up once, then remembered)."""
         for entry in slots:
-            entry["certificate_id"] = None
-            if entry["outcome"] and entry["session_id"]:
-                row = await self.store.certificate_for(entry["session_id"])
-                entry["certificate_id"] = row.certificate_id if row else None
+            if entry["certificate_id"] or not (entry["outcome"] and entry["session_id"]):
+                continue
+            row = await self.store.certificate_for(entry["session_id"])
+            if row is not None:
+                entry["certificate_id"] = row.certificate_id
+                state = self.bench.slots.get(entry["slot"])
+                if state is not None and state.session_id == entry["session_id"]:
+                    state.certificate_id = row.certificate_id
+
+    def _actor(self) -> Actor:
+        return self.actions.actor(SOCKET_CHANNEL, channel=SOCKET_CHANNEL, remote="socket")
 
     async def get_status(self, request: web.Request) -> web.Response:
         """GET /status: the bench, every slot with phone, step, progress and outcome."""
         snapshot = self.bench.snapshot()
-        await self._with_certificates(snapshot["slots"])
+        await self.with_certificates(snapshot["slots"])
         try:
             snapshot["delivery"] = (await self.delivery()).as_dict()
         except WipeAgentError as exc:  # a journal that cannot answer must not hide the bench
@@ -300,50 +332,84 @@ class ControlServer:
 
     async def get_slot(self, request: web.Request) -> web.Response:
         entry = self.bench.slot(_slot(request))
-        await self._with_certificates([entry])
+        await self.with_certificates([entry])
         return web.json_response(entry)
 
     async def post_login(self, request: web.Request) -> web.Response:
+        """POST /login {"operator", "secret"}: sign in at this bench (the CLI's sign-in)."""
         body = await _json_body(request)
-        operator = self.bench.sign_in(body.get("operator"))
-        log.warning("operator %s signed in", operator)
-        return web.json_response({"operator": operator,
-                                  "signed_in_at": self.bench.signed_in_at})
+        _, signin = await self.actions.sign_in(body.get("operator"), body.get("secret"),
+                                               channel=SOCKET_CHANNEL, remote="socket")
+        log.warning("operator %s signed in", signin.operator)
+        return web.json_response({"operator": signin.operator,
+                                  "signed_in_at": signin.signed_in_at,
+                                  "idle_signout_s": self.bench.signins.idle_s})
 
     async def post_logout(self, request: web.Request) -> web.Response:
-        self.bench.sign_out()
+        signin = self.bench.signed_in(SOCKET_CHANNEL)
+        if signin is not None:
+            await self.actions.sign_out(Actor(signin, SOCKET_CHANNEL, "socket",
+                                              SOCKET_CHANNEL))
         return web.json_response({"operator": None})
 
     async def post_confirm(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        slot = _slot(request)
-        done = self.bench.confirm(slot, session_id=_optional_str(body, "session_id"),
-                                  serial=_optional_str(body, "serial"))
-        log.warning("[%s] erase of serial %s confirmed by %s", slot, done.serial,
-                    self.bench.operator)
-        return web.json_response({"slot": slot, "session_id": done.session_id,
-                                  "serial": done.serial, "confirmed_by": self.bench.operator})
+        return web.json_response(await self.actions.confirm(
+            self._actor(), _slot(request), session_id=_optional_str(body, "session_id"),
+            serial=_optional_str(body, "serial")))
+
+    async def post_confirm_many(self, request: web.Request) -> web.Response:
+        """POST /confirm {"slots": [...], "expected": {slot: {session_id, serial}}} or
+        {"all": true}: confirm several phones; each is answered on its own."""
+        body = await _json_body(request)
+        return web.json_response(await self.actions.confirm_many(
+            self._actor(), *parse_many(body)))
 
     async def post_abort(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        slot = _slot(request)
-        done = self.bench.abort(slot, session_id=_optional_str(body, "session_id"),
-                                serial=_optional_str(body, "serial"))
-        log.warning("[%s] erase of serial %s aborted by %s", slot, done.serial,
-                    self.bench.operator or "an unsigned technician")
-        return web.json_response({"slot": slot, "session_id": done.session_id,
-                                  "serial": done.serial, "aborted": True})
+        return web.json_response(await self.actions.abort(
+            self._actor(), _slot(request), session_id=_optional_str(body, "session_id"),
+            serial=_optional_str(body, "serial")))
+
+    async def post_manual_step(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(await self.actions.manual_step(
+            self._actor(), _slot(request), body.get("step"),
+            session_id=_optional_str(body, "session_id")))
+
+    async def post_identify(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.actions.identify(self._actor(), _slot(request)))
+
+    async def post_intake_scan(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(await self.actions.scan(self._actor(), body.get("code")))
+
+    async def get_audit(self, request: web.Request) -> web.Response:
+        """GET /audit?limit=N&action=A: the newest entries of the audit trail."""
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= 5000:
+            raise ControlError("bad_request", "limit: 1..5000", status=400)
+        action = request.query.get("action")
+        entries = await self.audit.entries(limit, action)
+        return web.json_response({"entries": [e.as_dict() for e in entries]})
 
     async def post_imei(self, request: web.Request) -> web.Response:
         """POST /slots/{slot}/imei {"imeis": [...]}: the IMEI(s) of a phone that would not
         give them (scanned or typed by the signed-in operator; [] for none)."""
         body = await _json_body(request)
         slot = _slot(request)
+        actor = self._actor()  # a proved sign-in, recorded in the audit trail
         done = self.technician.answer_imeis(slot, body.get("imeis"),
                                             session_id=_optional_str(body, "session_id"),
                                             serial=_optional_str(body, "serial"))
         log.warning("[%s] IMEI(s) %s of serial %s entered by %s", slot,
                     ", ".join(done["imeis"]) or "none", done["serial"], done["entered_by"])
+        await self.audit.record("imei_entry", "ok", operator=actor.operator,
+                                channel=actor.channel, remote=actor.remote, slot=slot,
+                                session_id=done["session_id"], imeis=done["imeis"])
         return web.json_response(done)
 
     async def post_handoff(self, request: web.Request) -> web.Response:
@@ -351,10 +417,14 @@ class ControlServer:
         (policy.handoff = "final_reset") of the phone on the slot."""
         body = await _json_body(request)
         slot = _slot(request)
+        actor = self._actor()
         done = self.technician.attest(slot, session_id=_optional_str(body, "session_id"),
                                       serial=_optional_str(body, "serial"))
         log.warning("[%s] final reset of serial %s attested by %s", slot, done["serial"],
                     done["attested_by"])
+        await self.audit.record("final_reset", "ok", operator=actor.operator,
+                                channel=actor.channel, remote=actor.remote, slot=slot,
+                                session_id=done["session_id"])
         return web.json_response(done)
 
     async def post_reverify(self, request: web.Request) -> web.Response:
@@ -427,8 +497,13 @@ class ControlServer:
 
     async def get_certificate_pdf(self, request: web.Request) -> web.Response:
         """GET /certificates/{id}/pdf?lang=en|zh: rendered from the *verified* certificate."""
-        row = await self._row(_certificate_id(request))
-        lang = request.query.get("lang", self.config.certificates.language)
+        return await self.pdf_response(_certificate_id(request),
+                                       request.query.get("lang"))
+
+    async def pdf_response(self, certificate_id: str, lang: str | None) -> web.Response:
+        """A certificate's PDF (language: `lang`, else certificates.language)."""
+        row = await self._row(certificate_id)
+        lang = lang or self.config.certificates.language
         if lang not in ("en", "zh"):
             raise ControlError("bad_request", "lang: en or zh", status=400)
         if not self.trust_roots:
@@ -464,11 +539,17 @@ class ControlServer:
         source = body.get("source", "api")
         if not isinstance(source, str) or not re.fullmatch(r"[a-z0-9_.-]{1,32}", source):
             raise ControlError("bad_intake", "source: 1-32 of a-z 0-9 _ . -", status=400)
-        entries = [parse_entry(e, source=source, added_by=self.bench.operator) for e in raw]
+        signin = self.bench.signed_in(SOCKET_CHANNEL, touch=True)
+        added_by = signin.operator if signin else None
+        entries = [parse_entry(e, source=source, added_by=added_by) for e in raw]
         if body.get("replace") is True:
             count = await self.intake.replace_source(source, entries)
         else:
             count = await self.intake.add(entries)
+        self.bench.intake_added()
+        await self.audit.record("intake_add", "ok", operator=added_by, channel=SOCKET_CHANNEL,
+                                remote="socket", source=source, count=count,
+                                replace=body.get("replace") is True)
         return web.json_response({"added": count})
 
     async def delete_intake(self, request: web.Request) -> web.Response:
@@ -488,6 +569,32 @@ class ControlServer:
         # The Prometheus text exposition format's content type.
         return web.Response(body=text.encode("utf-8"), headers={
             "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def parse_many(body: dict[str, Any]) -> tuple[list[str] | None,
+                                              dict[str, dict[str, str]]]:
+    """The slots (None: all waiting) and expected phones of a confirm-many body."""
+    if body.get("all") is True:
+        slots = None
+    else:
+        raw = body.get("slots")
+        if not isinstance(raw, list) or not raw or len(raw) > 1024 or not all(
+                isinstance(s, str) and _SLOT.fullmatch(s) for s in raw):
+            raise ControlError("bad_request", 'give "slots": [SLOT, ...] or "all": true',
+                               status=400)
+        slots = list(dict.fromkeys(raw))
+    expected: dict[str, dict[str, str]] = {}
+    raw_expected = body.get("expected") or {}
+    if not isinstance(raw_expected, dict) or len(raw_expected) > 1024:
+        raise ControlError("bad_request", "expected: {slot: {session_id, serial}}",
+                           status=400)
+    for slot, seen in raw_expected.items():
+        if not isinstance(seen, dict):
+            raise ControlError("bad_request", "expected: {slot: {session_id, serial}}",
+                               status=400)
+        expected[str(slot)] = {k: v for k in ("session_id", "serial")
+                               if (v := _optional_str(seen, k)) is not None}
+    return slots, expected
 
 
 def dumps(value: Any) -> str:

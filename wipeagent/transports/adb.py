@@ -55,6 +55,7 @@ from adb_shell.transport.base_transport_async import BaseTransportAsync
 from adb_shell.transport.tcp_transport_async import TcpTransportAsync
 from cryptography.hazmat.primitives import serialization
 
+from wipeagent import attention
 from wipeagent.clock import Clock
 from wipeagent.errors import (
     ConfigError,
@@ -960,6 +961,7 @@ async def connect_adb(
         nonlocal prompted
         prompted = True
         log.info("[Android|%s] waiting for the person to tap Allow USB debugging", endpoint)
+        attention.needed(attention.ALLOW_USB_DEBUGGING, "waiting for Allow USB debugging")
 
     what = f"ADB connect {endpoint}"
     try:
@@ -985,6 +987,8 @@ async def connect_adb(
                 f"{what}: USB debugging was not allowed on the phone", hint=NOT_AUTHORISED_HINT
             ) from exc
         raise mapped from exc
+    if prompted:
+        attention.cleared()
     banner = transport.banner
     if banner is None:
         await device.close()

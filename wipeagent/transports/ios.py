@@ -49,6 +49,7 @@ from pymobiledevice3.lockdown import UsbmuxLockdownClient, create_using_usbmux
 from pymobiledevice3.service_connection import ServiceConnection
 from pymobiledevice3.services.lockdown_service import LockdownService
 
+from wipeagent import attention
 from wipeagent.clock import Clock
 from wipeagent.errors import (
     BadDeviceData,
@@ -467,6 +468,7 @@ async def _pair(client: UsbmuxLockdownClient, udid: str, clock: Clock, *,
             break
         if error == "PasswordProtected":
             last = "the phone is locked with a passcode and cannot show the Trust prompt"
+            attention.needed(attention.UNLOCK_PHONE, last)
         elif error == "UserDeniedPairing":
             last = "the person tapped Don't Trust"
         elif error == "PairingDialogResponsePending":
@@ -476,6 +478,7 @@ async def _pair(client: UsbmuxLockdownClient, udid: str, clock: Clock, *,
             if not prompted:
                 prompted = True
                 log.warning("[iOS|%s] waiting for Trust on the phone (%s)", udid, TRUST_HINT)
+            attention.needed(attention.TAP_TRUST, "waiting for Trust on the phone")
         else:
             raise NotAuthorised(f"Pair refused by the phone: {str(error)[:80]}",
                                 hint=TRUST_HINT)
@@ -489,6 +492,7 @@ async def _pair(client: UsbmuxLockdownClient, udid: str, clock: Clock, *,
         record["EscrowBag"] = escrow
     await asyncio.to_thread(save_pair_record, record_dir, udid, record)
     client.pair_record = record
+    attention.cleared()
     log.info("[iOS|%s] paired", udid)
 
 

@@ -73,7 +73,7 @@ SYSTEM_BINARIES = (
     "sh", "toybox", "getprop", "setprop", "settings", "dumpsys", "pm", "cmd", "id", "whoami",
     "ls", "cat", "rm", "mkdir", "touch", "echo", "sha256sum", "stat", "test", "which",
     "locksettings", "wm", "uname", "df", "reboot", "dpm", "am", "true", "false", "grep",
-    "head", "wc", "service",
+    "head", "wc", "service", "input",
 )  # fmt: skip
 
 _ERRNO_TEXT = {
@@ -507,6 +507,7 @@ class _Counters:
     factory_resets: int = 0
     last_power_cycle: PowerCycleKind | None = None
     history: list[PowerCycleKind] = field(default_factory=list)
+    screen_wakeups: int = 0  # `input keyevent KEYCODE_WAKEUP` (the bench's "identify")
 
 
 class SimAndroidPhone:

@@ -222,7 +222,7 @@ class AndroidShell:
             "true": self.cmd_true, "false": self.cmd_false, "uname": self.cmd_uname,
             "df": self.cmd_df, "reboot": self.cmd_reboot, "dpm": self.cmd_dpm,
             "su": self.cmd_su, "grep": self.cmd_grep, "head": self.cmd_head,
-            "wc": self.cmd_wc, "service": self.cmd_service,
+            "wc": self.cmd_wc, "service": self.cmd_service, "input": self.cmd_input,
         }  # fmt: skip
         self.builtins = {"echo", "test", "[", "true", "false"}
         self.last_status = 0
@@ -679,6 +679,21 @@ class AndroidShell:
             return 0
         io.error(f"Unknown command: {args[0] if args else ''}")
         return FRAMEWORK_ERROR
+
+    async def cmd_input(self, args: list[str], stdin: bytes, io: Io) -> int:
+        """input keyevent KEYCODE_WAKEUP | 224 (as AOSP's `input`: silent, exit 0; an
+        unknown key code is an IllegalArgumentException, exit 1)."""
+        if args[:1] != ["keyevent"] or len(args) < 2:
+            io.error("Error: Unknown command or missing arguments")
+            return 1
+        for key in args[1:]:
+            if key not in ("KEYCODE_WAKEUP", "224", "KEYCODE_POWER", "26"):
+                io.error(f"Exception occurred while executing 'keyevent':\n"
+                         f"java.lang.IllegalArgumentException: Unknown keycode: {key}")
+                return 1
+            if key in ("KEYCODE_WAKEUP", "224"):
+                self.phone.counters.screen_wakeups += 1
+        return 0
 
     async def cmd_dpm(self, args: list[str], stdin: bytes, io: Io) -> int:
         """dpm list-owners (set-device-owner is refused: accounts or not, it is not ours)."""

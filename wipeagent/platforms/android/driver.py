@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from wipeagent import attention
 from wipeagent.clock import Clock
 from wipeagent.errors import (
     BadDeviceData,
@@ -589,6 +590,8 @@ class AndroidDriver:
                     # Expected after a manual reset until the person taps Allow.
                     refused_us = True
                     log.info("%s back, waiting for Allow USB debugging", self._tag())
+                    attention.needed(attention.ALLOW_USB_DEBUGGING,
+                                     "waiting for Allow USB debugging")
                 except (DeviceGone, DeviceTimeout) as exc:
                     refused_us = False
                     log.debug("%s not back yet: %s", self._tag(), exc)
@@ -807,6 +810,15 @@ class AndroidDriver:
             log.warning("%s used space unknown after the erase: %s", self._tag(), exc)
             after = None
         return verify.storage_freed(before, after, in_use=bool(apps))
+
+    async def show_yourself(self) -> bool:
+        """"Identify" on the bench page: wake the screen (`input keyevent KEYCODE_WAKEUP`,
+        AOSP's `input` tool) so the technician sees which phone it is. Uses (or reopens)
+        this session's authorised connection; commands on it run one at a time, so this
+        never interleaves with the session's own. False when the phone did not take it."""
+        result = await self._sh(cmd.WAKE_SCREEN, check=False)
+        log.info("%s identify: wake screen -> exit %s", self._tag(), result.exit_code)
+        return result.exit_code in (0, None)
 
     async def close(self) -> None:
         """Release the connection. Never raises."""

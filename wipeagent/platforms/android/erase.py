@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from wipeagent.i18n import N_
 from wipeagent.models import (
     CheckKind,
     CheckResult,
@@ -29,16 +30,17 @@ TESTHARNESS_MIN_SDK = 29  # Android 10
 METHOD_TESTHARNESS = "android.testharness"
 METHOD_MANUAL = "android.manual_reset"
 
+# Marked for the message catalogue: the bench page shows them in the operator's language.
 MANUAL_INSTRUCTIONS = (
-    "On the phone open Settings > System > Reset options > Erase all data (factory reset)"
-    " and confirm.",
-    "Wait for the phone to restart; finish the setup wizard offline (skip Wi-Fi and do not"
-    " sign in to any account).",
-    "Open Settings > About phone and tap Build number seven times to enable developer"
-    " options.",
-    "Open Settings > System > Developer options and turn on USB debugging.",
-    "Plug the phone into the same bench port and tap Allow for this bench (tick Always"
-    " allow).",
+    N_("On the phone open Settings > System > Reset options > Erase all data (factory reset)"
+       " and confirm."),
+    N_("Wait for the phone to restart; finish the setup wizard offline (skip Wi-Fi and do not"
+       " sign in to any account)."),
+    N_("Open Settings > About phone and tap Build number seven times to enable developer"
+       " options."),
+    N_("Open Settings > System > Developer options and turn on USB debugging."),
+    N_("Plug the phone into the same bench port and tap Allow for this bench (tick Always"
+       " allow)."),
 )
 
 
