@@ -42,7 +42,7 @@ async def test_technician_enters_the_imei_a_phone_refuses(control_bench: Any) ->
         with pytest.raises(ControlApiError) as nobody:
             await h.client.enter_imeis(slot, [ALCATEL_IMEI])
         assert (nobody.value.status, nobody.value.code) == (401, "not_signed_in")
-        await h.client.login("j.smith")
+        await h.client.login("j.smith", h.pin)
         with pytest.raises(ControlApiError) as typo:
             await h.client.enter_imeis(slot, ["359076100238193"])  # check digit wrong
         assert (typo.value.status, typo.value.code) == (400, "bad_imei")
@@ -75,7 +75,7 @@ async def test_final_reset_attested_through_the_api(control_bench: Any) -> None:
         entry = next(s for s in status["slots"] if s["slot"] == slot)
         assert any("Erase all data" in i for i in entry["instructions"])
         assert any(f"wipeagent handoff {slot}" in i for i in entry["instructions"])
-        await h.client.login("j.smith")
+        await h.client.login("j.smith", h.pin)
         # The technician resets the phone from Settings, then says so.
         await phone.perform_manual_factory_reset()
         done = await h.client.attest_final_reset(slot, serial=phone.serial)

@@ -284,6 +284,8 @@ enabled = false
 [control]
 socket = "{state}/control.sock"
 group = ""
+[page]
+listen = "127.0.0.1:0"
 [certificates]
 allow_development_pki = true
 """
