@@ -148,16 +148,6 @@ class RunningPhones(Protocol):
         """The phone whose session runs on `slot`, if any."""
         ...
 
-    async def show_phone(self, slot: str) -> bool:
-        """"Identify" on the bench: the phone on `slot` shows itself where its platform
-        can (its driver's `show_yourself`: Android wakes its screen). False when no session
-        runs there or the platform cannot."""
-        for running in list(self.running.values()):
-            if running.slot == slot:
-                show = getattr(running.session.driver, "show_yourself", None)
-                return bool(await show()) if show is not None else False
-        return False
-
     def is_running(self, key: str) -> bool:
         """Whether a session runs for the source key `key`."""
         ...
@@ -214,6 +204,16 @@ class Agent:
             if running.slot == slot:
                 return running.view(key)
         return None
+
+    async def show_phone(self, slot: str) -> bool:
+        """"Identify" on the bench: the phone on `slot` shows itself where its platform
+        can (its driver's `show_yourself`: Android wakes its screen). False when no session
+        runs there or the platform cannot."""
+        for running in list(self.running.values()):
+            if running.slot == slot:
+                show = getattr(running.session.driver, "show_yourself", None)
+                return bool(await show()) if show is not None else False
+        return False
 
     def is_running(self, key: str) -> bool:
         """Whether a session runs for the source key `key` (the TCP source asks)."""

@@ -21,7 +21,6 @@ from wipeagent.control.bench import BenchState, ControlError
 from wipeagent.control.intake import IMEI, SERIAL, IntakeList, luhn_ok, parse_entry
 from wipeagent.control.operators import (
     SOCKET_CHANNEL,
-    OperatorError,
     OperatorRegistry,
     SignIn,
     Throttle,
@@ -76,10 +75,7 @@ class BenchActions:
     async def sign_in(self, name: object, secret: object, *, channel: str,
                       remote: str) -> tuple[str, SignIn]:
         """Check the operator's secret (argon2, off the loop) and start a sign-in."""
-        try:
-            operator = check_name(name)
-        except OperatorError as exc:
-            raise ControlError(exc.code, exc.message, status=400, hint=exc.hint) from exc
+        operator = check_name(name)
         keys = (f"operator:{operator}", f"client:{channel}:{remote}")
         wait = self.throttle.retry_after(*keys)
         if wait > 0:

@@ -337,7 +337,8 @@ def _new_secret(_: Translator, name: str) -> str:
 
 def cmd_operator(args: argparse.Namespace) -> int:
     """`wipeagent operator add|list|remove|passwd`: enrol the bench's operators."""
-    from wipeagent.control.operators import OperatorError, describe
+    from wipeagent.control.operators import describe
+    from wipeagent.errors import ControlError
 
     _ = translator(language(args))
     registry = _registry(args)
@@ -361,7 +362,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         elif args.operator_command == "remove":
             registry.remove(args.name)
             print(_.fill("removed %(name)s (signed out within a minute)", name=args.name))
-    except OperatorError as exc:
+    except ControlError as exc:
         print(_.fill("wipeagent: %(message)s\nhint: %(hint)s", message=_(exc.message),
                      hint=_(exc.hint)), file=sys.stderr)
         return EXIT_REFUSED

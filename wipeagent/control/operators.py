@@ -34,7 +34,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from wipeagent.clock import Clock
-from wipeagent.errors import ConfigError, WipeAgentError
+from wipeagent.errors import ConfigError, ControlError
 
 OPERATORS_FILE = "operators.json"
 FILE_VERSION = 1
@@ -52,36 +52,25 @@ _HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4)
 _DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
 
 
-class OperatorError(WipeAgentError):
-    """An operator could not be enrolled, found or signed in."""
-
-    code = "operator_error"
-    default_hint = "see `wipeagent operator --help`"
-
-    def __init__(self, code: str, message: str, *, status: int = 400,
-                 hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.code = code
-        self.status = status
-
-
 def check_name(name: object) -> str:
-    """A valid operator name, or OperatorError(bad_operator)."""
+    """A valid operator name, or ControlError(bad_operator)."""
     if not isinstance(name, str) or not OPERATOR_PATTERN.fullmatch(name):
-        raise OperatorError(
+        raise ControlError(
             "bad_operator", "an operator name is 1-64 letters, digits, spaces or ._@+-",
-            hint="use the name on the operator's badge, e.g. j.smith")
+            status=400, hint="use the name on the operator's badge, e.g. j.smith")
     return name
 
 
 def check_secret(secret: object) -> str:
     """A PIN or password acceptable for enrolment."""
     if not isinstance(secret, str) or not MIN_SECRET <= len(secret) <= MAX_SECRET:
-        raise OperatorError(
+        raise ControlError(
             "weak_secret", f"a PIN or password has {MIN_SECRET} to {MAX_SECRET} characters",
+            status=400,
             hint=f"choose a PIN of at least {MIN_SECRET} digits or a longer password")
     if any(ord(c) < 32 for c in secret):
-        raise OperatorError("weak_secret", "a PIN or password has no control characters")
+        raise ControlError("weak_secret", "a PIN or password has no control characters",
+                           status=400)
     return secret
 
 
@@ -137,7 +126,7 @@ class OperatorRegistry:
                 found[name] = Operator(name, str(entry["hash"]), str(entry["created_at"]),
                                        str(entry["changed_at"]))
             return found
-        except (ValueError, KeyError, TypeError, AttributeError, OperatorError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, ControlError) as exc:
             raise ConfigError(f"{self.path}: not an operators file: {exc}",
                               hint="restore it from a backup or enrol the operators "
                                    "again") from exc
@@ -170,11 +159,13 @@ class OperatorRegistry:
         operators = self.load()
         check_name(name)
         if name in operators:
-            raise OperatorError("operator_exists", f"operator {name} is already enrolled",
+            raise ControlError("operator_exists", f"operator {name} is already enrolled",
+                               status=409,
                                 hint=f"change the secret with `wipeagent operator passwd "
                                      f"{name}`")
         if len(operators) >= MAX_OPERATORS:
-            raise OperatorError("too_many_operators", f"at most {MAX_OPERATORS} operators")
+            raise ControlError("too_many_operators", f"at most {MAX_OPERATORS} operators",
+                               status=409)
         now = _now()
         operator = Operator(name, _HASHER.hash(check_secret(secret)), now, now)
         operators[name] = operator
@@ -197,7 +188,7 @@ class OperatorRegistry:
     @staticmethod
     def _get(operators: dict[str, Operator], name: str) -> Operator:
         if name not in operators:
-            raise OperatorError("no_such_operator", f"no operator {name} is enrolled",
+            raise ControlError("no_such_operator", f"no operator {name} is enrolled",
                                 status=404, hint="list them with `wipeagent operator list`")
         return operators[name]
 
