@@ -2,7 +2,8 @@
 """Benchmark: a fleet of benches delivering into the platform service on PostgreSQL.
 
     .venv/bin/python scripts/bench_platform.py [--stations 100] [--count 3000]
-        [--rate 28] [--seconds 60] [--processes 1,2] [--json FILE]
+        [--rate 28] [--seconds 60] [--processes 1,2] [--rounds 3] [--clients 4]
+        [--no-fsync] [--json FILE]
 
 What it measures, on this machine:
 
@@ -21,8 +22,11 @@ What it measures, on this machine:
 
 Everything is real: Debian's PostgreSQL (a private cluster with durable settings: fsync
 and synchronous commit on), the service as its own processes, TLS 1.3 with client
-certificates, certificates issued by the agent's own issuer. The load generator is one
-more process on the same 2 cores, so the figures are a floor, not a ceiling.
+certificates, certificates issued by the agent's own issuer. The benches run in CLIENTS
+forked load-generator processes on the same 2 cores (one event loop for all of them
+would pace the fleet by its own scheduling), so the figures are a floor, not a ceiling.
+Throughput runs alternate 1 and 2 processes for ROUNDS rounds (noisy shared machine:
+compare within a round); each run starts a fresh database.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
 import platform as host_platform
 import re
@@ -127,7 +133,10 @@ class Service:
              "--tls-cert", str(self.fleet.work / "server-tls/server.pem"),
              "--tls-key", str(self.fleet.work / "server-tls/server.key"),
              "--pool-size", "20"],
-            stdout=subprocess.PIPE, text=True)
+            # Each in its own session, as separate service units are: the kernel's
+            # autogroup scheduling shares the CPU between sessions, so processes of one
+            # session would split one share however many there are.
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.procs.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -174,21 +183,22 @@ class Run:
 
 
 async def deliver(fleet: Fleet, url: str, per_station: list[list[IssuedCertificate]],
-                  *, pace: float | None = None) -> Run:
-    """Every station posts its certificates in order over its own connection; with
-    `pace` (certificates/s in total), each station waits for its slot in the schedule."""
+                  indices: list[int], *, start: float, pace: float | None = None) -> Run:
+    """The stations `indices` post their certificates in order, each over its own
+    connection; with `pace` (certificates/s of the whole fleet), each station waits for
+    its slot in the schedule that starts at `start` (time.time())."""
     run = Run()
     stations = len(per_station)
 
-    async def bench(index: int, station: Station, certs: list[IssuedCertificate],
-                    start: float) -> None:
+    async def bench(index: int) -> None:
+        station, certs = fleet.stations[index], per_station[index]
         context = station.client_ssl(fleet.server_ca)
         connector = aiohttp.TCPConnector(ssl=context, limit=1)
         async with aiohttp.ClientSession(connector=connector) as http:
             for k, cert in enumerate(certs):
                 if pace is not None:  # open loop: slot k of this station
                     due = start + (k * stations + index) / pace
-                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    await asyncio.sleep(max(0.0, due - time.time()))
                 t0 = time.perf_counter()
                 async with http.post(url, data=cert.data, headers={
                         "Content-Type": MEDIA_TYPE,
@@ -196,18 +206,53 @@ async def deliver(fleet: Fleet, url: str, per_station: list[list[IssuedCertifica
                     receipt = json.loads(await response.read())
                     run.add(response.status, time.perf_counter() - t0, receipt)
 
-    start = time.perf_counter()
     cpu = time.process_time()
-    await asyncio.gather(*(bench(i, s, per_station[i], start)
-                           for i, s in enumerate(fleet.stations)))
-    run.elapsed = time.perf_counter() - start
+    await asyncio.gather(*(bench(i) for i in indices))
     run.client_cpu = time.process_time() - cpu
     return run
 
 
+def _client(fleet: Fleet, url: str, per_station: list[list[IssuedCertificate]],
+            indices: list[int], start: float, pace: float | None,
+            out: multiprocessing.connection.Connection) -> None:
+    run = asyncio.run(deliver(fleet, url, per_station, indices, start=start, pace=pace))
+    out.send(run)
+    out.close()
+
+
+def load(fleet: Fleet, url: str, per_station: list[list[IssuedCertificate]],
+         pace: float | None, clients: int) -> Run:
+    """The fleet's load from `clients` processes (forked: the benches are many machines
+    in reality, and one event loop on a shared core would pace them all)."""
+    context = multiprocessing.get_context("fork")
+    start = time.time() + 1.0  # every client is up before the first slot
+    pipes, procs = [], []
+    for c in range(clients):
+        mine = list(range(c, len(per_station), clients))
+        here, there = context.Pipe(duplex=False)
+        proc = context.Process(target=_client, args=(fleet, url, per_station, mine, start,
+                                                     pace, there))
+        proc.start()
+        pipes.append(here)
+        procs.append(proc)
+    runs = [pipe.recv() for pipe in pipes]
+    for proc in procs:
+        proc.join()
+    end = time.time()
+    total = Run()
+    for run in runs:
+        total.latencies += run.latencies
+        total.problems += run.problems
+        total.client_cpu += run.client_cpu
+        for status, n in run.statuses.items():
+            total.statuses[status] = total.statuses.get(status, 0) + n
+    total.elapsed = end - start
+    return total
+
+
 def measure(fleet: Fleet, pg: PgServer, name: str, processes: int,
-            per_station: list[list[IssuedCertificate]], pace: float | None
-            ) -> dict[str, Any]:
+            per_station: list[list[IssuedCertificate]], pace: float | None,
+            clients: int) -> dict[str, Any]:
     database = pg.create_database(name)
     subprocess.run([str(ROOT / ".venv/bin/wipeagent"), "platform", "migrate", "--database",
                     database], check=True, capture_output=True)
@@ -217,7 +262,7 @@ def measure(fleet: Fleet, pg: PgServer, name: str, processes: int,
         time.sleep(0.5)
         pg_pids = children_of(pg_pids[0])
         cpu0 = (cpu_seconds(service.pids), cpu_seconds(pg_pids))
-        run = asyncio.run(deliver(fleet, service.url, per_station, pace=pace))
+        run = load(fleet, service.url, per_station, pace, clients)
         pg_pids = children_of(pg_pids[0])
         cpu1 = (cpu_seconds(service.pids), cpu_seconds(pg_pids))
     created = run.statuses.get(201, 0)
@@ -228,7 +273,7 @@ def measure(fleet: Fleet, pg: PgServer, name: str, processes: int,
         "p50_ms": round(run.pct(0.50), 1), "p99_ms": round(run.pct(0.99), 1),
         "service_cpu_s": round(cpu1[0] - cpu0[0], 1),
         "postgres_cpu_s": round(cpu1[1] - cpu0[1], 1),
-        "load_generator_cpu_s": round(run.client_cpu, 1),
+        "load_generator_cpu_s": round(run.client_cpu, 1), "load_generators": clients,
     }
     result["service_cpu_ms_per_cert"] = round(1000 * result["service_cpu_s"] / total, 2)
     result["service_cores_busy"] = round(result["service_cpu_s"] / run.elapsed, 2)
@@ -249,6 +294,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="length of the sustained run")
     parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="throughput runs per process count, in alternating order")
+    parser.add_argument("--clients", type=int, default=4,
+                        help="load-generator processes the stations are spread over")
     parser.add_argument("--no-fsync", action="store_true",
                         help="PostgreSQL with fsync and synchronous commit off (to tell "
                         "the disk's share of the time; never how to run a platform)")
@@ -259,11 +308,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="wipeagent-bench-platform-"))
     t0 = time.perf_counter()
     fleet = make_fleet(work, args.stations)
-    sets = {n: issue(fleet, args.count) for n in counts}
+    # Every run starts a fresh database, so one set of ledgers serves every throughput run.
+    throughput_set = issue(fleet, args.count)
     sustained = issue(fleet, int(args.rate * args.seconds)) if args.rate else None
     generated = time.perf_counter() - t0
-    print(f"{args.stations} stations, {sum(len(c) for s in sets.values() for c in s)} "
-          f"+ {sum(len(c) for c in sustained or [])} certificates issued in "
+    print(f"{args.stations} stations, {args.count} + "
+          f"{sum(len(c) for c in sustained or [])} certificates issued in "
           f"{generated:.0f} s", flush=True)
 
     results: dict[str, Any] = {
@@ -272,16 +322,18 @@ def main() -> int:
         "stations": args.stations, "runs": []}
     results["durable"] = not args.no_fsync
     with PgServer.start(durable=not args.no_fsync, max_connections=200) as pg:
-        for n in counts:
-            # Every run starts a fresh database, and every station's ledger at 1.
-            r = measure(fleet, pg, f"throughput_{n}", n, sets[n], None)
-            results["runs"].append({"kind": "throughput", **r})
-            print(f"throughput, {n} process(es): {r['per_second']} certificates/s "
-                  f"(p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms; service "
-                  f"{r['service_cores_busy']} cores, PostgreSQL {r['postgres_cores_busy']} "
-                  f"cores)", flush=True)
+        for rnd in range(args.rounds):
+            # Side by side, alternating the order: this machine is shared and noisy.
+            for n in counts if rnd % 2 == 0 else list(reversed(counts)):
+                r = measure(fleet, pg, f"throughput_{rnd}_{n}", n, throughput_set, None,
+                            args.clients)
+                results["runs"].append({"kind": "throughput", "round": rnd + 1, **r})
+                print(f"round {rnd + 1}, {n} process(es): {r['per_second']} certificates/s "
+                      f"(p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms; service "
+                      f"{r['service_cores_busy']} cores, PostgreSQL "
+                      f"{r['postgres_cores_busy']} cores)", flush=True)
         if sustained is not None:
-            r = measure(fleet, pg, "sustained", counts[0], sustained, args.rate)
+            r = measure(fleet, pg, "sustained", counts[0], sustained, args.rate, args.clients)
             results["runs"].append({"kind": "sustained", "rate": args.rate, **r})
             print(f"sustained {args.rate}/s, {counts[0]} process(es): achieved "
                   f"{r['per_second']}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms; "
