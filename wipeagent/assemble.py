@@ -176,4 +176,7 @@ async def build_agent(
         observer=observer,
     )
     tcp.session_driver = agent.driver_for
+    by_slot = {e.slot: e for e in endpoints}
+    agent.driver_for_slot = lambda slot: (by_slot[slot].make_driver() if slot in by_slot
+                                          else None)
     return agent, store, certifier

@@ -110,7 +110,7 @@ class _Unreachable:
         raise self._gone()
 
     async def reachable_with_bench_key(self, within_s: float) -> bool:
-        return False
+        raise self._gone()  # nothing to probe with: no verdict either way
 
     async def wait_until_gone(self, timeout_s: float) -> bool:
         return True
@@ -176,6 +176,9 @@ class Agent:
     gate: EraseGate = allow_all
     observer: Observer | None = None
     technician: Technician = NO_TECHNICIAN
+    # A driver that can probe the phone on a slot without a running session (TCP
+    # endpoints), for finish_unreachable; None where there is none (USB, iPhones).
+    driver_for_slot: Callable[[str], PlatformDriver | None] | None = None
     results: list[SessionResult] = field(default_factory=list)
     running: dict[str, _Running] = field(default_factory=dict)
     # Sessions cancelled by a departure that have not finished unwinding yet. A phone
@@ -336,8 +339,9 @@ class Agent:
             if (row.state == "handoff_started"
                     and steps["handoff_started"].get("policy") != "final_reset"):
                 continue
+            probe = self.driver_for_slot(row.slot) if self.driver_for_slot else None
             session = DeviceSession(
-                slot=row.slot, driver=_Unreachable(), store=self.store,
+                slot=row.slot, driver=probe or _Unreachable(), store=self.store,
                 certifier=self.certifier, station=self.settings.station,
                 policy=self.settings.policy, clock=self.clock,
                 destination=self.settings.destination, operator=self.settings.operator,
@@ -347,6 +351,8 @@ class Agent:
                 self.results.append(await session.finish_unreachable())
             except WipeAgentError as exc:
                 log.error("[%s] could not finish session %s: %s", row.slot, row.id, exc)
+            finally:
+                await session.driver.close()
             self.completed += 1
 
     def _handle_safely(self, source: DeviceSource, event: SourceEvent) -> None:

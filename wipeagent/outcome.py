@@ -107,7 +107,7 @@ def decide(plan: PlanLike, verification: Sequence[CheckLike]) -> Decision:
                     tuple(exception_codes))
 
 
-HANDOFF_FAILED = "handoff_failed"
+HANDOFF_FAILED_CODE = "handoff_failed"
 
 
 def with_handoff(decision: Decision, failed: str | None) -> Decision:
@@ -121,5 +121,5 @@ def with_handoff(decision: Decision, failed: str | None) -> Decision:
         return decision
     exception = f"hand-off failed: {failed}"[:1000]
     return Decision(Outcome.ERASED_WITH_EXCEPTIONS, decision.category, decision.reasons,
-                    (*decision.exceptions, exception), (*decision.codes, HANDOFF_FAILED),
-                    (*decision.exception_codes, HANDOFF_FAILED))
+                    (*decision.exceptions, exception), (*decision.codes, HANDOFF_FAILED_CODE),
+                    (*decision.exception_codes, HANDOFF_FAILED_CODE))

@@ -654,19 +654,36 @@ class DeviceSession:
         items: list[HandoffItem] = []
         attested_by: str | None = None
         if s.handoff_last is not None:
-            # The agent stopped just before or after the last step. A phone that answered
-            # this run (it was identified) can still take it; otherwise nothing can
-            # confirm it now, so it is not claimed.
+            # The agent stopped just before or after the last step (Android: USB
+            # debugging off; an iPhone has none after its hand_off). A phone that answers
+            # this bench can still take it; one that no longer answers has it done; a
+            # phone nobody can ask (gone from the bus) leaves it unconfirmed, not claimed.
             items = list(s.handoff_last)
-            last: HandoffItem | None = HandoffItem(
+            last: HandoffItem | None = None if identity.platform is not Platform.ANDROID \
+                else HandoffItem(
                 id="usb_debugging", title="USB debugging", result=HandoffResult.FAILED,
                 method="settings put global adb_enabled 0 (last)",
                 detail="sent, but the agent stopped before it could confirm it")
-            if self._identified is not None:
-                try:
+            try:
+                if last is None:
+                    pass
+                elif self._identified is not None or await self.driver.reachable_with_bench_key(
+                        FINAL_RESET_PROBE_S):
+                    # The phone answers this bench: take the last step now.
                     last = await self.driver.finish_hand_off()
-                except DeviceError as exc:
-                    self.log.warning("[%s] last hand-off step failed: %s", self.slot, exc)
+                else:
+                    # The same evidence the last step itself relies on: the phone no
+                    # longer answers this bench's key.
+                    last = HandoffItem(
+                        id="usb_debugging", title="USB debugging",
+                        result=HandoffResult.RESTORED, after="0",
+                        method="settings put global adb_enabled 0 (last); then ADB "
+                               "connection attempts with this bench's key",
+                        detail="USB debugging is off: the phone no longer answers ADB "
+                               "(confirmed when the agent started again)")
+            except DeviceError as exc:
+                # No way to ask the phone (a USB phone gone from the bus): unconfirmed.
+                self.log.warning("[%s] last hand-off step not confirmed: %s", self.slot, exc)
             if last is not None:
                 items.append(last)
         else:

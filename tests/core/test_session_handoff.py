@@ -25,7 +25,7 @@ from wipeagent.models import (
     Refusal,
     StationInfo,
 )
-from wipeagent.outcome import HANDOFF_FAILED
+from wipeagent.outcome import HANDOFF_FAILED_CODE
 from wipeagent.platforms.base import ErasePolicy
 from wipeagent.session import DeviceSession
 from wipeagent.store import Store
@@ -94,7 +94,7 @@ async def test_failed_handoff_is_an_exception_not_silence(store: Store) -> None:
                               detail="the phone still answers ADB with this bench's key")
     result = await make(driver, store)[0].run()
     assert result.outcome is Outcome.ERASED_WITH_EXCEPTIONS
-    assert HANDOFF_FAILED in result.codes
+    assert HANDOFF_FAILED_CODE in result.codes
     assert any(e.startswith("hand-off failed") and "still answers ADB" in e
                for e in result.exceptions)
     assert result.record is not None and result.record.category is not None  # still Purge
@@ -216,3 +216,31 @@ async def test_unreachable_phone_after_usb_debugging_off_still_gets_its_certific
     # Nothing left to finish.
     await agent.finish_unreachable()
     assert len(certifier.issued) == 1
+
+
+@pytest.mark.parametrize("answers", [False, True])
+async def test_restart_asks_the_phone_it_can_still_reach(store: Store,  # noqa: F811
+                                                         answers: bool) -> None:
+    """A TCP phone can be asked after a restart: one that no longer answers this bench's
+    key has USB debugging off (the last step's own evidence); one that still answers
+    takes the last step now."""
+    class DiesOnLastStep(ScriptedDriver):
+        async def finish_hand_off(self) -> HandoffItem | None:
+            raise asyncio.CancelledError
+
+    session, _ = make(DiesOnLastStep(), store)
+    with pytest.raises(asyncio.CancelledError):
+        await session.run()
+    probe = ScriptedDriver()
+    probe.still_reachable = answers
+    certifier = CountingCertifier(store)
+    agent = Agent(sources=[], store=store, certifier=certifier,
+                  settings=AgentSettings(station=StationInfo(station_id="st"),
+                                         policy=ErasePolicy()), clock=Clock(1000),
+                  driver_for_slot=lambda slot: probe if slot == "slot-1" else None)
+    await agent.finish_unreachable()
+    record = certifier.issued[0]
+    assert record.outcome is Outcome.ERASED
+    assert record.handoff is not None and record.handoff.status is HandoffStatus.COMPLETED
+    assert ("finish_hand_off" in probe.calls) is answers
+    assert probe.calls[-1] == "close"
