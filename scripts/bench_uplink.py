@@ -71,7 +71,7 @@ STEP_INTERVAL_S = 0.05
 
 async def generate(journal: Path, dev_pki: Path, count: int) -> None:
     """A journal holding `count` signed certificates, nothing delivered."""
-    signer = ensure_dev_pki(dev_pki)
+    signer = ensure_dev_pki(dev_pki, station_id="bench-01")
     tmp = journal.with_suffix(".part")
     tmp.unlink(missing_ok=True)
     store = await Store(tmp).open()
@@ -142,7 +142,7 @@ class Tls:
 
 def tls_material(work: Path) -> Tls:
     dev_pki = work / "dev-pki"
-    ensure_dev_pki(dev_pki)
+    ensure_dev_pki(dev_pki, station_id="bench-01")
     server = ensure_dev_server_tls(work / "server-tls")
     client = ensure_dev_client_tls(dev_pki, station_id="bench-01")
     return Tls(server.cert, server.key, server.ca, client.cert, client.key,
