@@ -359,15 +359,18 @@ async def drain(work: Path, tls: Tls, source: Path, sizes: list[int], idle_s: fl
         row = {"backlog": n, "seconds": elapsed, "per_s": n / elapsed,
                "ms_per_cert": 1000 * elapsed / n,
                "idle_steps": len(idle), "idle_p50_ms": 1000 * percentile(idle, 0.5),
+               "idle_p90_ms": 1000 * percentile(idle, 0.9),
                "idle_p99_ms": 1000 * percentile(idle, 0.99),
                "drain_steps": len(busy), "drain_p50_ms": 1000 * percentile(busy, 0.5),
+               "drain_p90_ms": 1000 * percentile(busy, 0.9),
                "drain_p99_ms": 1000 * percentile(busy, 0.99)}
         out.append(row)
         print(f"  drain {n:6d}: {elapsed:7.1f} s ({row['ms_per_cert']:.2f} ms/cert, "
-              f"{row['per_s']:.0f}/s); journal step p50/p99 idle "
-              f"{row['idle_p50_ms']:.2f}/{row['idle_p99_ms']:.2f} ms ({len(idle)} steps), "
-              f"draining {row['drain_p50_ms']:.2f}/{row['drain_p99_ms']:.2f} ms "
-              f"({len(busy)} steps)", flush=True)
+              f"{row['per_s']:.0f}/s); journal step p50/p90/p99 idle "
+              f"{row['idle_p50_ms']:.1f}/{row['idle_p90_ms']:.1f}/{row['idle_p99_ms']:.1f} ms "
+              f"({len(idle)} steps), draining {row['drain_p50_ms']:.1f}/"
+              f"{row['drain_p90_ms']:.1f}/{row['drain_p99_ms']:.1f} ms ({len(busy)} steps)",
+              flush=True)
     return out
 
 
@@ -419,7 +422,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pick-sizes", type=sizes_arg, default=[1000, 5000, 20000])
     parser.add_argument("--drain-sizes", type=sizes_arg, default=[5000, 10000, 20000])
-    parser.add_argument("--idle-s", type=float, default=10.0,
+    parser.add_argument("--idle-s", type=float, default=30.0,
                         help="seconds of journal steps on an idle agent before each drain")
     parser.add_argument("--workdir", default="/tmp/wipeagent-bench-uplink")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")

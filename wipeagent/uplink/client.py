@@ -20,8 +20,8 @@ Certificates go oldest-due first over one HTTPS connection with mutual TLS:
 Exactly once: the platform stores by certificate id and answers a repeat with 200, so a
 reply lost to a cut connection, a killed agent or a full disk (receipt not journaled) only
 means the same bytes are sent again and acknowledged without a second copy. That is also
-why receipts may be journaled a few at a time, in one transaction, while the next
-certificate is already on its way: a receipt lost with the process costs one repeat.
+why the receipts of a pick are journaled together, in one transaction: a receipt lost
+with the process costs one repeat.
 
 Every wait goes through the Clock in bench seconds (Retry-After seconds included; in
 production a bench second is a second).
@@ -66,10 +66,11 @@ Scope = Literal["certificate", "link"]
 # Certificates read from the journal per pick (with their bytes): one index range read
 # serves this many deliveries.
 BATCH = 64
-# Receipts journaled per transaction (one fsync), written while the next certificates are
-# on their way; the rest of a pick's receipts are journaled before the next pick. A
-# receipt lost with the process costs one repeat, answered 200 by the platform.
-RECEIPTS_PER_WRITE = 16
+# Receipts journaled per transaction (one fsync): a pick's worth, journaled before the next
+# pick, so the drain of a backlog adds one short write per BATCH certificates to the
+# journal's thread, where the sessions' steps are written. A receipt lost with the
+# process costs one repeat, answered 200 by the platform.
+RECEIPTS_PER_WRITE = BATCH
 
 
 @dataclass(frozen=True)
