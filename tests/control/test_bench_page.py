@@ -72,6 +72,10 @@ async def test_bench_page_end_to_end(control_bench: Any, tmp_path: Path) -> None
                 page = await context.new_page()
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
+                # A Content-Security-Policy refusal (an inline style, a foreign script) is
+                # a console error, not a page error: both fail the test.
+                page.on("console", lambda msg: errors.append(msg.text)
+                        if msg.type == "error" else None)
                 await page.goto(page_server.url)
                 # Every phone gets a tile.
                 await _wait(page, "n => document.querySelectorAll('.tile').length >= n", 12)

@@ -25,6 +25,8 @@ function h(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") el.className = v;
+    // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+    else if (k === "style") Object.assign(el.style, v);
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k === "dataset") Object.assign(el.dataset, v);
     else el.setAttribute(k, v === true ? "" : v);
@@ -376,7 +378,7 @@ function fillTile(tile, s) {
     parts.push(h("div", { class: "need" }, needText(s)));
   } else if (s.running) {
     parts.push(h("div", { class: "step" }, code("steps", s.step)));
-    parts.push(h("div", { class: "bar" }, h("div", { class: "fill", style: "width:" + Math.round(s.progress * 100) + "%" })));
+    parts.push(h("div", { class: "bar" }, h("div", { class: "fill", style: { width: Math.round(s.progress * 100) + "%" } })));
   } else if (s.outcome) {
     parts.push(h("div", { class: "outcome" }, code("outcomes", s.outcome)));
     const why = outcomeText(s);
