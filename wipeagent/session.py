@@ -79,6 +79,7 @@ class SessionEvent:
     # codes; "" when that is over). Step "done": the outcome's reason codes.
     attention: str = ""
     codes: tuple[str, ...] = ()
+    exception_codes: tuple[str, ...] = ()  # step "done": the outcome's exception codes
 
 
 Observer = Callable[[SessionEvent], None]
@@ -862,7 +863,7 @@ class DeviceSession:
             await self._journal(JournalStep.ENDED, {"reason": "phone never identified"},
                                 state=SessionState.DONE)
         self._emit(SessionStep.DONE, decision.outcome.value, outcome=decision.outcome,
-                   codes=decision.codes)
+                   codes=decision.codes, exception_codes=decision.exception_codes)
         return SessionResult(self.session_id, self.slot, decision.outcome, identity,
                              decision.reasons, decision.exceptions, certificate, record,
                              decision.codes)

@@ -140,6 +140,12 @@ async def test_bench_page_end_to_end(control_bench: Any, tmp_path: Path) -> None
                     entry = next(e for e in h.sim.phones if e.profile == profile)
                     assert entry.phone.counters.power_cycles == 0
 
+                # A phone erased with exceptions names them (from their codes).
+                await page.click(_tile(h.slots["rooted"]))
+                await page.wait_for_selector(".detail h3")
+                assert await page.locator(".detail h3").inner_text() == "Exceptions"
+                assert await page.locator(".detail ul li").count() >= 1
+                await page.click(".detail .close")
                 # A finished phone links to its PDF certificate, which opens.
                 await page.click(_tile(h.slots["pixel8-clean"]))
                 link = page.locator(".detail a.pdf")

@@ -172,6 +172,7 @@ class SlotState:
     step_since: str = ""  # when the current step began (wall clock, ISO)
     attention: str = ""  # wipeagent.attention code while the phone waits for someone
     codes: tuple[str, ...] = ()  # the outcome's reason codes
+    exception_codes: tuple[str, ...] = ()  # and its exception codes
     manual: bool = False  # this session's erase is a guided manual reset
     manual_done: int = 0  # guided manual-reset steps the technician marked done
     certificate_id: str | None = None
@@ -244,6 +245,7 @@ class BenchState:
                 # A new session on this slot: forget the previous phone and its outcome.
                 state.outcome, state.phone, state.instructions = None, None, ()
                 state.codes, state.certificate_id, state.manual_done = (), None, 0
+                state.exception_codes = ()
                 state.manual = False
                 state.progress = 0.0
             state.session_id = event.session_id
@@ -264,6 +266,8 @@ class BenchState:
             state.outcome = event.outcome.value
         if event.codes:
             state.codes = event.codes
+        if event.exception_codes:
+            state.exception_codes = event.exception_codes
         if event.step in (SessionStep.DONE, SessionStep.PAUSED):
             state.running = False
             state.attention = ""
@@ -452,6 +456,7 @@ class BenchState:
             "progress": round(state.progress, 2),
             "outcome": state.outcome,
             "codes": list(state.codes),
+            "exception_codes": list(state.exception_codes),
             "instructions": list(state.instructions),
             "manual_done": state.manual_done,
             "phone": state.phone.as_dict() if state.phone else None,

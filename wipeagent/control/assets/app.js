@@ -266,11 +266,15 @@ function phoneName(s) {
 }
 
 function outcomeText(s) {
-  const lines = [];
-  for (const c of s.codes || []) {
-    if (s.outcome === "not_erased") lines.push(code("reasons", c));
-  }
-  return lines;
+  if (s.outcome === "not_erased") return (s.codes || []).map((c) => code("reasons", c));
+  // Exceptions: "manual_reset", "handoff_failed", "check_warning:<check id>".
+  // The check's id is an identifier, shown as it is (raw), inside the translated sentence.
+  return (s.exception_codes || []).map((c) => {
+    const [name, arg] = c.split(":");
+    if (!arg) return code("exceptions", name);
+    const [before, after] = code("exceptions", name).split("%(check)s");
+    return h("span", {}, before, raw(arg), after || "");
+  });
 }
 
 function needText(s) {
@@ -465,8 +469,10 @@ function renderDetail() {
       i === s.manual_done ? h("button", { class: "primary", onclick: () => manualStep(s.slot, i) }, _("Step done")) : null))));
   }
   const why = outcomeText(s);
-  if (why.length) body.push(h("h3", {}, _("Reasons")), h("ul", {}, why.map((w) => h("li", {}, w))));
-  if (s.outcome === "erased_with_exceptions") body.push(h("p", { class: "muted" }, _("The certificate lists the exceptions.")));
+  if (why.length) {
+    body.push(h("h3", {}, s.outcome === "not_erased" ? _("Reasons") : _("Exceptions")),
+      h("ul", {}, why.map((w) => h("li", {}, w))));
+  }
   const actions = [];
   if (s.awaiting_confirmation) {
     actions.push(h("button", { class: "primary confirm", onclick: () => confirmSlot(s.slot) }, _("Confirm erase")));
