@@ -607,6 +607,24 @@ def generate(out: Path) -> dict[str, Any]:
     add("es256-high-s-twin.jws", json.dumps(twin, separators=(",", ":")).encode(),
         "signature_not_canonical", "root-p256.pem")
 
+    # Other spellings of one genuine certificate: each would be a byte-different twin.
+    v2 = files["valid-v2-ed25519.jws"][0]
+    parts = json.loads(v2)
+    add("whitespace-twin.jws", json.dumps(parts, separators=(", ", ": ")).encode(),
+        "not_canonical")
+    add("member-order-twin.jws",
+        json.dumps(dict(reversed(list(parts.items()))), separators=(",", ":")).encode(),
+        "not_canonical")
+    add("escaped-twin.jws", v2.replace(b'"payload"', b'"\\u0070ayload"'), "not_canonical")
+    sig = parts["signature"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spare = sig[:-1] + alphabet[alphabet.index(sig[-1]) ^ 1]  # same bytes, other text
+    add("signature-spare-bits-twin.jws",
+        json.dumps({**parts, "signature": spare}, separators=(",", ":")).encode(),
+        "not_canonical")
+    add("payload-utf16.jws", sign(st, jws.canonical_json(payload(version=2)).decode()
+                                   .encode("utf-16")), "malformed")
+
     manifest: dict[str, Any] = {"files": {}, "sequences": {}}
     for name, (data, reason, trust) in files.items():
         (out / name).write_bytes(data)

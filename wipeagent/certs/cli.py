@@ -60,6 +60,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.trust:
         print("verify: give at least one --trust ROOT.pem", file=sys.stderr)
         return EXIT_USAGE
+    if args.pdf:
+        # Before any work: without the `pdf` extra this fails at once (wipeagent.cli).
+        import wipeagent.certs.pdf  # noqa: F401
     roots = []
     try:
         for path in args.trust:

@@ -13,12 +13,14 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from wipeagent.certs.signer import SUPPORTED_ALGS, b64url
+from wipeagent.errors import CertificateError
 
 __all__ = ["b64url"]
-from wipeagent.errors import CertificateError
 
 TYP = "wipeagent-cert+jws"
 # An RFC 7638 SHA-256 thumbprint, base64url without padding: always 43 characters.
@@ -37,27 +39,47 @@ def canonical_json(value: Any) -> bytes:
     ).encode("utf-8")
 
 
-_TO_STD = str.maketrans("-_", "+/")
+_TO_STD = bytes.maketrans(b"-_", b"+/")
+# The value of the last base64url character: its unused low bits must be zero, or one
+# byte string would have several encodings (a signature with a twin, see parse()).
+_B64URL_VALUE = {c: i for i, c in enumerate(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_B64URL_TEXT = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+def _b64url(raw: bytes, what: str) -> bytes:
+    """Decode base64url that is known to hold only [A-Za-z0-9_-] (see b64url_decode)."""
+    if len(raw) % 4 == 1:
+        raise CertificateError("malformed", f"{what} is not unpadded base64url")
+    try:
+        decoded = binascii.a2b_base64(
+            raw.translate(_TO_STD) + b"=" * (-len(raw) % 4), strict_mode=True
+        )
+    except binascii.Error as exc:
+        raise CertificateError("malformed", f"{what} is not unpadded base64url") from exc
+    rest = len(raw) % 4
+    if rest and _B64URL_VALUE[raw[-1]] & (0b1111 if rest == 2 else 0b11):
+        raise CertificateError("not_canonical", f"{what}: base64url with non-zero spare bits")
+    return decoded
 
 
 def b64url_decode(text: Any, what: str) -> bytes:
-    """Strict base64url without padding; CertificateError("malformed") otherwise."""
+    """Strict, canonical base64url without padding; CertificateError otherwise.
+
+    "malformed" for anything outside the alphabet or of impossible length; "not_canonical"
+    when the unused low bits of the last character are not zero (RFC 4648 section 3.5).
+    """
     # "+", "/" and "=" belong to standard base64 only; strict_mode refuses everything
     # else outside the alphabet (a plain b64decode would silently skip it).
-    if (
-        not isinstance(text, str)
-        or len(text) % 4 == 1
-        or "+" in text
-        or "/" in text
-        or "=" in text
-    ):
+    if not isinstance(text, str):
         raise CertificateError("malformed", f"{what} is not unpadded base64url")
     try:
-        return binascii.a2b_base64(
-            (text.translate(_TO_STD) + "=" * (-len(text) % 4)).encode("ascii"), strict_mode=True
-        )
-    except (binascii.Error, UnicodeEncodeError) as exc:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError as exc:
         raise CertificateError("malformed", f"{what} is not unpadded base64url") from exc
+    if _B64URL_TEXT.fullmatch(raw) is None:
+        raise CertificateError("malformed", f"{what} is not unpadded base64url")
+    return _b64url(raw, what)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -69,15 +91,34 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def strict_json(data: bytes | str, what: str, reason: str = "malformed") -> Any:
-    """Parse JSON refusing duplicate keys and NaN/Infinity."""
+    """Parse UTF-8 JSON refusing duplicate keys and NaN/Infinity."""
 
     def bad_constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=bad_constant)
+        # UTF-8 only (RFC 8259 section 8.1): json.loads would also guess UTF-16 and -32.
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=bad_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CertificateError(reason, f"{what} is not valid JSON: {exc}"[:300]) from exc
+
+
+def _fast_json(data: bytes) -> Any:
+    """The JSON value of `data` when `data` is exactly its own canonical form (sorted keys,
+    no whitespace: what canonical_json writes and the agent signs), else None.
+
+    Such text has no duplicate member (a repeated key would be missing from the
+    re-encoding, so it could not equal the input) and no NaN/Infinity (orjson refuses
+    them), so this is the strict parse at a fraction of its cost. Anything else (another
+    float spelling, big integers, whitespace) returns None: the caller parses strictly.
+    """
+    try:
+        value = orjson.loads(data)
+        again = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    return value if again == data else None
 
 
 def encode_header(alg: str, kid: str, x5c_der: list[bytes]) -> dict[str, Any]:
@@ -107,8 +148,7 @@ def signing_input(protected_b64: str, payload_b64: str) -> bytes:
     return f"{protected_b64}.{payload_b64}".encode("ascii")
 
 
-@dataclass(frozen=True)
-class ParsedJws:
+class ParsedJws(NamedTuple):
     """A structurally valid JWS: header checked, nothing trusted yet."""
 
     header: dict[str, Any]
@@ -130,16 +170,15 @@ class _Header:
 
 # Every certificate from one station has the same protected header (same alg, kid, x5c):
 # parsing it once per distinct header keeps batch verification near the signature cost.
-_HEADER_CACHE: dict[str, _Header] = {}
+_HEADER_CACHE: dict[bytes, _Header] = {}
 _HEADER_CACHE_MAX = 256
 
 
-def _parse_header(protected_b64: Any) -> _Header:
-    if isinstance(protected_b64, str):
-        cached = _HEADER_CACHE.get(protected_b64)
-        if cached is not None:
-            return cached
-    header = strict_json(b64url_decode(protected_b64, "protected header"), "header", "bad_header")
+def _parse_header(protected_b64: bytes) -> _Header:
+    cached = _HEADER_CACHE.get(protected_b64)
+    if cached is not None:
+        return cached
+    header = strict_json(_b64url(protected_b64, "protected header"), "header", "bad_header")
     if not isinstance(header, dict):
         raise CertificateError("bad_header", "protected header is not a JSON object")
     alg = header.get("alg")
@@ -173,30 +212,53 @@ def _parse_header(protected_b64: Any) -> _Header:
 
 
 def parse_payload(payload_bytes: bytes) -> Any:
-    """The payload JSON (duplicate keys and NaN/Infinity refused)."""
-    return strict_json(payload_bytes, "payload")
+    """The payload JSON (UTF-8; duplicate keys and NaN/Infinity refused)."""
+    value = _fast_json(payload_bytes)
+    return value if value is not None else strict_json(payload_bytes, "payload")
+
+
+# The one serialization a certificate file may have (see docs/certificate.md, "The file").
+_CANONICAL = re.compile(
+    rb'\{"payload":"([A-Za-z0-9_-]*)","protected":"([A-Za-z0-9_-]*)",'
+    rb'"signature":"([A-Za-z0-9_-]*)"\}'
+)
 
 
 def parse(data: bytes) -> ParsedJws:
-    """Strictly decode a stored certificate; CertificateError with a precise reason."""
+    """Strictly decode a stored certificate; CertificateError with a precise reason.
+
+    A certificate has exactly one valid serialization: compact JSON with the members in
+    the order payload, protected, signature, canonical base64url. Any other spelling of
+    the same content (whitespace, member order, escapes, spare base64 bits) would be a
+    byte-different twin with another sha256 that a ledger would count as a second
+    certificate, so it is refused as "not_canonical".
+    """
     if len(data) > MAX_CERTIFICATE_BYTES:
         raise CertificateError("too_large", f"certificate is {len(data)} bytes")
-    outer = strict_json(data, "certificate")
-    if not isinstance(outer, dict) or set(outer) != {"payload", "protected", "signature"}:
+    match = _CANONICAL.fullmatch(data) if isinstance(data, bytes) else None
+    if match is None:
+        outer = strict_json(data, "certificate")
+        if not isinstance(outer, dict) or set(outer) != {"payload", "protected", "signature"}:
+            raise CertificateError(
+                "malformed",
+                "not a flattened JWS JSON object with exactly payload, protected, signature",
+            )
+        for member in ("payload", "protected", "signature"):
+            b64url_decode(outer[member], member)  # "malformed" before "not_canonical"
         raise CertificateError(
-            "malformed",
-            "not a flattened JWS JSON object with exactly payload, protected, signature",
+            "not_canonical",
+            "not the canonical serialization (compact JSON, members in the order payload, "
+            "protected, signature)",
         )
-    protected_b64, payload_b64 = outer["protected"], outer["payload"]
+    payload_b64, protected_b64, signature_b64 = match.groups()
     head = _parse_header(protected_b64)
-    payload_bytes = b64url_decode(payload_b64, "payload")
-    signature = b64url_decode(outer["signature"], "signature")
     return ParsedJws(
-        header=head.header,
-        alg=head.alg,
-        kid=head.kid,
-        x5c_der=head.x5c_der,
-        payload_bytes=payload_bytes,
-        signature=signature,
-        signing_input=signing_input(protected_b64, payload_b64),
+        head.header,
+        head.alg,
+        head.kid,
+        head.x5c_der,
+        _b64url(payload_b64, "payload"),
+        _b64url(signature_b64, "signature"),
+        # RFC 7515 section 5.1 step 6, straight from the matched bytes.
+        b".".join((protected_b64, payload_b64)),
     )

@@ -41,6 +41,7 @@ from wipeagent.errors import CertificateError
 REASONS = {
     "too_large": "the file is larger than a certificate can be",
     "malformed": "not a flattened JWS JSON object, or bad base64url / JSON",
+    "not_canonical": "another spelling of a certificate (whitespace, order, base64 bits)",
     "unsupported_alg": "alg is not EdDSA or ES256 (e.g. none, HS256)",
     "bad_header": "protected header has unexpected or invalid members",
     "chain_invalid": "an x5c entry is not a valid X.509 certificate (or bad extensions)",

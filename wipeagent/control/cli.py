@@ -20,17 +20,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from wipeagent.clock import REAL_TIME
 from wipeagent.control.client import DEFAULT_SOCKET, ControlApiError, ControlClient
 from wipeagent.errors import ConfigError
 from wipeagent.i18n import Translator, translator
 from wipeagent.i18n.messages import ERRORS, NEEDS, OUTCOMES, STATES, STEPS, reason_text
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 DEFAULT_CONFIG = "/etc/wipeagent/agent.toml"
 EXIT_REFUSED = 1
@@ -127,6 +126,10 @@ def render_status(status: dict[str, Any], _: Translator, width: int = WIDTH) -> 
     """The bench in `width` columns: a header with the counts, then one line per phone
     (slot, phone, then the instruction, reason or step). Phone-supplied strings are plain
     Text, never interpreted as terminal markup."""
+    # rich is imported when the bench is drawn: `status --json` starts without it
+    # (CLI start-up, docs/benchmarks.md).
+    from rich.text import Text
+
     out = Text()
     operator = status.get("operator") or _("nobody signed in")
     out.append(_fit(_.fill("%(station)s  policy %(policy)s  operator: %(operator)s",
@@ -175,6 +178,9 @@ async def _status(args: argparse.Namespace) -> int:
             print(json.dumps(await client.status(), indent=2, sort_keys=True,
                              ensure_ascii=False))
             return 0
+        from rich.console import Console
+        from rich.live import Live
+
         console = Console(highlight=False)
         width = min(console.width, max(WIDTH, args.width or console.width))
         if args.once or not console.is_terminal:

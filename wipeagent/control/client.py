@@ -1,14 +1,21 @@
-"""A client for the control API over its unix socket (aiohttp UnixConnector)."""
+"""A client for the control API over its unix socket.
+
+HTTP/1.1 through the standard library's http.client on an AF_UNIX socket, one request a
+connection, run in a worker thread so the API stays async: the technician's commands
+(`wipeagent status` ...) start in a fraction of the time importing aiohttp would take
+(docs/benchmarks.md, CLI start-up), and need none of the bench's extra dependencies.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
+import socket
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote
-
-import aiohttp
+from urllib.parse import quote, urlencode
 
 from wipeagent.clock import REAL_TIME, Clock
 
@@ -19,6 +26,44 @@ DEFAULT_SOCKET = "/run/wipeagent/control.sock"
 MAX_RESPONSE = 16 << 20  # a PDF or a long status; anything larger is refused
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """http.client's connection, on a unix socket instead of TCP."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("wipeagent", timeout=timeout)
+        self._unix_path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _exchange(path: Path, timeout: float, method: str, target: str,
+              body: bytes | None) -> tuple[int, str, bytes]:
+    """One request on a fresh connection: (status, content type, body), bounded."""
+    connection = _UnixConnection(path, timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, target, body=body, headers=headers)
+        response = connection.getresponse()
+        length = response.getheader("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_RESPONSE:
+            raise ControlApiError("too_large", "the answer is too large")
+        data = response.read(MAX_RESPONSE + 1)
+        if len(data) > MAX_RESPONSE:
+            raise ControlApiError("too_large", "the answer is too large")
+        content_type = (response.getheader("Content-Type") or "").split(";")[0].strip()
+        return response.status, content_type, data
+    finally:
+        connection.close()
+
+
 class ControlClient:
     """`async with ControlClient(path) as c: await c.status()`."""
 
@@ -27,45 +72,39 @@ class ControlClient:
         self.socket_path = Path(socket_path)
         self.clock = clock
         self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._open = False
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(self.socket_path)),
-            base_url="http://wipeagent",
-        )
+        self._open = True
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._open = False
 
     async def request(self, method: str, path: str, *, body: Any = None,
                       params: dict[str, str] | None = None) -> tuple[bytes, str]:
         """Body and content type of a successful answer, or ControlApiError."""
-        if self._session is None:
+        if not self._open:
             raise RuntimeError("use `async with ControlClient(...)`")
+        target = f"{path}?{urlencode(params)}" if params else path
+        payload = json.dumps(body).encode("utf-8") if body is not None else None
         try:
-            async with (self.clock.timeout(self.timeout_s),
-                        self._session.request(method, path, json=body,
-                                              params=params) as response):
-                    length = response.content_length or 0
-                    if length > MAX_RESPONSE:
-                        raise ControlApiError("too_large", "the answer is too large")
-                    data = await response.content.read(MAX_RESPONSE + 1)
-                    if len(data) > MAX_RESPONSE:
-                        raise ControlApiError("too_large", "the answer is too large")
-                    if response.status >= 400:
-                        raise _refusal(response.status, data)
-                    return data, response.content_type
+            async with self.clock.timeout(self.timeout_s):
+                # The socket's own timeout (the same, in real seconds) ends the worker
+                # thread too, so nothing is left waiting once the caller gave up.
+                status, content_type, data = await asyncio.to_thread(
+                    _exchange, self.socket_path, self.clock.real_seconds(self.timeout_s),
+                    method, target, payload)
         except TimeoutError as exc:
             raise ControlApiError("timeout", f"no answer from {self.socket_path} within "
                                   f"{self.timeout_s:g} s") from exc
-        except aiohttp.ClientConnectionError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise ControlApiError("unreachable", f"cannot reach the agent at "
                                   f"{self.socket_path}: {exc}") from exc
+        if status >= 400:
+            raise _refusal(status, data)
+        return data, content_type
 
     async def call(self, method: str, path: str, body: Any = None,
                    params: dict[str, str] | None = None) -> Any:

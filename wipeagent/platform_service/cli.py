@@ -22,13 +22,10 @@ DATABASE_ENV = "WIPEAGENT_PLATFORM_DATABASE"
 
 
 def _need_extra() -> None:
-    try:
-        import alembic  # noqa: F401
-        import sqlalchemy  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(
-            f"the platform service needs the `platform` extra ({exc.name} is missing)",
-            hint="pip install 'wipeagent[platform]'") from exc
+    # A ModuleNotFoundError here becomes wipeagent.cli's one line naming the extra
+    # ("needs the 'platform' extra ...: pip install 'wipeagent[platform]'", exit 69).
+    import alembic  # noqa: F401
+    import sqlalchemy  # noqa: F401
 
 
 def _database(args: argparse.Namespace) -> Any:

@@ -86,10 +86,17 @@ export function strictJson(text, what, reason = "malformed") {
   return fromAst(ast.body, what);
 }
 
-/** Strict base64url (RFC 7515: no padding, no other characters). */
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/** Strict, canonical base64url (RFC 7515: no padding, no other characters; RFC 4648 3.5:
+ * the last character's spare bits are zero, so a byte string has one spelling only). */
 export function b64urlDecode(text, what) {
   if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) {
     fail("malformed", `${what} is not base64url`);
+  }
+  const rest = text.length % 4;
+  if (rest && (B64URL.indexOf(text[text.length - 1]) & (rest === 2 ? 0b1111 : 0b11))) {
+    fail("not_canonical", `${what}: base64url with non-zero spare bits`);
   }
   const b64 = text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4);
   const raw = atob(b64);
@@ -159,9 +166,15 @@ function parseJws(bytes) {
       !JWS_MEMBERS.every((k) => typeof outer[k] === "string")) {
     fail("malformed", "not a flattened JWS with exactly payload, protected, signature");
   }
-  const protectedBytes = b64urlDecode(outer.protected, "protected");
   const payloadBytes = b64urlDecode(outer.payload, "payload");
+  const protectedBytes = b64urlDecode(outer.protected, "protected");
   const signature = b64urlDecode(outer.signature, "signature");
+  // One serialization only: any other spelling would be a twin with another SHA-256.
+  if (text !== `{"payload":"${outer.payload}","protected":"${outer.protected}",` +
+      `"signature":"${outer.signature}"}`) {
+    fail("not_canonical", "not the canonical serialization (compact JSON, members in the " +
+      "order payload, protected, signature)");
+  }
   const header = strictJson(new TextDecoder().decode(protectedBytes), "the protected header");
   if (header === null || typeof header !== "object" || Array.isArray(header)) {
     fail("bad_header", "the protected header is not an object");
@@ -656,8 +669,13 @@ export async function verifyCertificate(bytes, { roots, schemas, expected = {}, 
     result.chain = chain;
     result.alg = parsed.alg;
     result.kid = parsed.kid;
-    const payload = strictJson(new TextDecoder().decode(parsed.payloadBytes), "the payload",
-      "schema_invalid");
+    let payloadText;
+    try {
+      payloadText = new TextDecoder("utf-8", { fatal: true }).decode(parsed.payloadBytes);
+    } catch {
+      fail("malformed", "the payload is not UTF-8");
+    }
+    const payload = strictJson(payloadText, "the payload", "malformed");
     result.payload = payload;
     checkPayload(payload, schemas);
     // The station that signed is the station whose ledger this extends (issue 10): exact,
