@@ -69,8 +69,17 @@ def not_erased(*reasons: str, code: str) -> Decision:
     return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), (code,))
 
 
+# Members bound once: the certificate verifier runs this rule on every certificate, and
+# reading an enum member through its class is a Python-level descriptor call.
+_FAIL, _PASS, _WARN = CheckStatus.FAIL, CheckStatus.PASS, CheckStatus.WARN
+_KINDS = ((CheckKind.VALIDATION, "the data is gone", VALIDATION_FAILED_CODE),
+          (CheckKind.VERIFICATION, "the erase completed", VERIFICATION_FAILED_CODE))
+_NOT_ERASED, _ERASED = Outcome.NOT_ERASED, Outcome.ERASED
+_ERASED_WITH_EXCEPTIONS = Outcome.ERASED_WITH_EXCEPTIONS
+
+
 def _describe(check: CheckLike) -> str:
-    return f"{check.title}: {check.detail or check.status.value}"
+    return f"{check.title}: {check.detail or str(check.status)}"
 
 
 def decide(plan: PlanLike, verification: Sequence[CheckLike]) -> Decision:
@@ -84,25 +93,24 @@ def decide(plan: PlanLike, verification: Sequence[CheckLike]) -> Decision:
     """
     reasons: list[str] = []
     codes: list[str] = []
-    for kind, what, code in ((CheckKind.VALIDATION, "the data is gone", VALIDATION_FAILED_CODE),
-                             (CheckKind.VERIFICATION, "the erase completed",
-                              VERIFICATION_FAILED_CODE)):
+    for kind, what, code in _KINDS:
         checks = [c for c in verification if c.kind is kind]
-        bad = [c for c in checks if c.status is CheckStatus.FAIL or c.status in _IN_DOUBT]
+        bad = [c for c in checks if c.status is _FAIL or c.status in _IN_DOUBT]
         reasons.extend(_describe(c) for c in bad)
-        if not any(c.status is CheckStatus.PASS for c in checks) and not bad:
+        passed = any(c.status is _PASS for c in checks)
+        if not passed and not bad:
             reasons.append(f"no check on the phone confirmed that {what}")
-        if bad or not any(c.status is CheckStatus.PASS for c in checks):
+        if bad or not passed:
             codes.append(code)
     if reasons:
-        return Decision(Outcome.NOT_ERASED, None, tuple(reasons), (), tuple(codes))
-    warned = [c for c in verification if c.status is CheckStatus.WARN]
+        return Decision(_NOT_ERASED, None, tuple(reasons), (), tuple(codes))
+    warned = [c for c in verification if c.status is _WARN]
     exceptions = [_describe(c) for c in warned]
     exception_codes = [f"check_warning:{c.id}" for c in warned]
     if plan.manual:
         exceptions.append(MANUAL_RESET_EXCEPTION)
         exception_codes.append("manual_reset")
-    outcome = Outcome.ERASED_WITH_EXCEPTIONS if exceptions else Outcome.ERASED
+    outcome = _ERASED_WITH_EXCEPTIONS if exceptions else _ERASED
     return Decision(outcome, plan.category, (), tuple(exceptions), (),
                     tuple(exception_codes))
 

@@ -185,3 +185,21 @@ def test_qr_is_a_link_to_the_verification_page_and_the_footer_says_so(
         text = "".join(_text(pdf).split())
         assert words in text and "wipeagentverify" not in text
         assert verified.sha256 in text  # the printed link, for typing it in
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_printed_qr_code_scans_to_the_link(language: str, tmp_path: Path) -> None:
+    """The QR code, as printed (rasterised at 150 dpi), decodes to exactly the link."""
+    signer = pki.ensure_dev_pki(tmp_path / "pki", station_id="bench-01")
+    issued = issue_certificate(fx.erased_record(), signer, sequence=1, previous_hash=None,
+                               development=True, verification_url="https://p.example/verify")
+    verified = verify_certificate(issued.data,
+                                  trust_roots=[pki.dev_trust_root(tmp_path / "pki")])
+    pdf = tmp_path / "c.pdf"
+    pdf.write_bytes(render_pdf(verified, language=language))
+    subprocess.run(["pdftoppm", "-png", "-r", "150", "-singlefile", str(pdf),
+                    str(tmp_path / "page")], check=True, timeout=60)
+    scanned = subprocess.run(["zbarimg", "--raw", "-q", str(tmp_path / "page.png")],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert scanned.returncode == 0, scanned.stderr
+    assert scanned.stdout.strip() == qr_content(verified, "https://p.example/verify")

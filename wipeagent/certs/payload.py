@@ -54,9 +54,12 @@ LOCK_WORDS: dict[str, tuple[str, ...]] = {
     "mdm": ("mdm", "device_owner", "profile_owner", "supervis", "managed"),
 }
 LOCK_PLATFORM = {"activation_lock": Platform.IOS, "google_frp": Platform.ANDROID}
-# One search per lock family (the same words; faster than testing each word in turn).
-_LOCK_PATTERNS = {name: re.compile("|".join(map(re.escape, words)))
-                  for name, words in LOCK_WORDS.items()}
+# One search per lock family (the same words; faster than testing each word in turn),
+# and the platform the lock exists on, as a plain string.
+_LOCK_RULES = tuple(
+    (name, re.compile("|".join(map(re.escape, words))),
+     str(LOCK_PLATFORM[name]) if name in LOCK_PLATFORM else None)
+    for name, words in LOCK_WORDS.items())
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -153,6 +156,11 @@ def _check(check: CheckResult) -> dict[str, Any]:
 # A check that could not run, or was skipped, leaves the finding in doubt. A warning does
 # not: the check ran and passed its test, with something worth naming (an exception).
 _DOUBT = frozenset({CheckStatus.ERROR.value, CheckStatus.SKIPPED.value})
+# Plain strings for the rules below, which run on every verification: reading an enum
+# member's .value goes through a Python-level property, a dict of str does not.
+_FAIL, _PASS = CheckStatus.FAIL.value, CheckStatus.PASS.value
+_ONLY_PASS = frozenset({_PASS})
+_EMPTY_SUMMARY = {status.value: 0 for status in CheckStatus}
 
 
 def finding(checks: Sequence[dict[str, Any]], kind: CheckKind) -> str:
@@ -160,10 +168,11 @@ def finding(checks: Sequence[dict[str, Any]], kind: CheckKind) -> str:
     at least one passed and none is in doubt (error / skipped); else not_established
     (none run, only info). The same rule as wipeagent.outcome.decide.
     """
-    statuses = {c["status"] for c in checks if c["kind"] == kind}
-    if CheckStatus.FAIL in statuses:
+    wanted = str(kind)
+    statuses = {c["status"] for c in checks if c["kind"] == wanted}
+    if _FAIL in statuses:
         return "failed"
-    if CheckStatus.PASS in statuses and not statuses & _DOUBT:
+    if _PASS in statuses and not statuses & _DOUBT:
         return "confirmed"
     return "not_established"
 
@@ -172,18 +181,17 @@ def derive_locks(checks: Sequence[dict[str, Any]], platform: str | None) -> dict
     """The `locks` section from every check of the payload (diagnostics, preconditions,
     verification, in that order): what was checked, never more (rules in certificate.md)."""
     locks: dict[str, Any] = {}
-    for name, pattern in _LOCK_PATTERNS.items():
+    for name, pattern, only_on in _LOCK_RULES:
         search = pattern.search
         found = [c for c in checks if search(c["id"])]
-        only_on = LOCK_PLATFORM.get(name)
         statuses = {c["status"] for c in found}
         if not found and platform is not None and only_on is not None and platform != only_on:
             state = "not_applicable"
         elif not found:
             state = "not_checked"
-        elif CheckStatus.FAIL in statuses:
+        elif _FAIL in statuses:
             state = "present"
-        elif statuses == {CheckStatus.PASS.value}:
+        elif statuses == _ONLY_PASS:
             state = "not_present"
         else:
             state = "inconclusive"
@@ -197,7 +205,7 @@ def derive_locks(checks: Sequence[dict[str, Any]], platform: str | None) -> dict
 
 
 def _summary(checks: Sequence[dict[str, Any]]) -> dict[str, int]:
-    summary = {status.value: 0 for status in CheckStatus}
+    summary = dict(_EMPTY_SUMMARY)
     for check in checks:
         summary[check["status"]] += 1
     return summary
@@ -374,6 +382,10 @@ class _Plan:
 # Schema-checked strings to their enum members (a dict lookup; Enum(value) is slower).
 _KINDS = {k.value: k for k in CheckKind}
 _STATUSES = {s.value: s for s in CheckStatus}
+_CATEGORIES = {c.value: c for c in NistCategory}
+_ERASED, _NOT_ERASED = Outcome.ERASED.value, Outcome.NOT_ERASED.value
+_ERASED_WITH_EXCEPTIONS = Outcome.ERASED_WITH_EXCEPTIONS.value
+_VERIFICATION, _VALIDATION = CheckKind.VERIFICATION, CheckKind.VALIDATION
 
 
 def _outcome_problems(payload: dict[str, Any]) -> list[str]:
@@ -383,11 +395,11 @@ def _outcome_problems(payload: dict[str, Any]) -> list[str]:
     ver = payload["verification"]
     checks = ver["checks"]
     problems: list[str] = []
-    for field, kind in (("technique_completed", CheckKind.VERIFICATION),
-                        ("data_unrecoverable", CheckKind.VALIDATION)):
+    for field, kind in (("technique_completed", _VERIFICATION),
+                        ("data_unrecoverable", _VALIDATION)):
         if ver[field] != finding(checks, kind):
             problems.append(f"verification.{field} does not follow from the checks")
-    if result == Outcome.NOT_ERASED:
+    if result == _NOT_ERASED:
         if not payload["outcome"]["reasons"]:
             problems.append("not_erased must give its reasons")
         return problems  # saying less than the checks would allow is never a false claim
@@ -398,20 +410,20 @@ def _outcome_problems(payload: dict[str, Any]) -> list[str]:
         return problems
     if any(c["status"] == "fail" for c in checks):
         problems.append("erased with a failed verification check")
-    if result == Outcome.ERASED and any(c["status"] in ("error", "warn") for c in checks):
+    if result == _ERASED and any(c["status"] in ("error", "warn") for c in checks):
         problems.append("a post-erase check could not run or warned: not a clean erase")
     decision = decide(
-        _Plan(manual=san["manual"], category=NistCategory(san["category"])),
+        _Plan(manual=san["manual"], category=_CATEGORIES[san["category"]]),
         [_Check(c["id"], _KINDS[c["kind"]], _STATUSES[c["status"]], c["title"],
                 c["detail"])
          for c in checks],
     )
-    if decision.outcome is Outcome.NOT_ERASED:
+    if decision.outcome == _NOT_ERASED:
         problems.append(f"the outcome rule finds the phone not erased "
                         f"({', '.join(decision.codes)}): " + "; ".join(decision.reasons)[:300])
-    elif result == Outcome.ERASED and decision.outcome is not Outcome.ERASED:
+    elif result == _ERASED and decision.outcome != _ERASED:
         problems.append("the outcome rule finds exceptions, so not a plain erased")
-    elif result == Outcome.ERASED_WITH_EXCEPTIONS:
+    elif result == _ERASED_WITH_EXCEPTIONS:
         listed = set(payload["outcome"]["exceptions"])
         if not listed:
             problems.append("erased_with_exceptions must list its exceptions")
@@ -420,8 +432,9 @@ def _outcome_problems(payload: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_consistency(payload: dict[str, Any]) -> None:
-    """Rules beyond the schema (docs/certificate.md, "Consistency rules").
+def check_consistency(payload: dict[str, Any]) -> datetime:
+    """Rules beyond the schema (docs/certificate.md, "Consistency rules"); returns the
+    issue time.
 
     CertificateError("invalid_time") for a time that is not a real RFC 3339 UTC time,
     else CertificateError("inconsistent_payload") naming every broken rule. Above all:
@@ -461,6 +474,7 @@ def check_consistency(payload: dict[str, Any]) -> None:
         problems.append("previous_hash must be null exactly for sequence 1")
     if problems:
         raise CertificateError("inconsistent_payload", "; ".join(problems)[:1000])
+    return issued_at
 
 
 def _check_handoff(payload: dict[str, Any], problems: list[str]) -> None:
@@ -475,12 +489,12 @@ def _check_handoff(payload: dict[str, Any], problems: list[str]) -> None:
     if handoff is None:
         return
     result = payload["outcome"]["result"]
-    if result == Outcome.NOT_ERASED:
+    if result == _NOT_ERASED:
         problems.append("a hand-off follows a verified erase only (not for not_erased)")
     failed = any(item["result"] == "failed" for item in handoff["items"])
     if failed != (handoff["status"] == "failed"):
         problems.append("handoff.status is failed exactly when one of its items failed")
-    if handoff["status"] == "failed" and result == Outcome.ERASED:
+    if handoff["status"] == "failed" and result == _ERASED:
         problems.append("a failed hand-off is an exception: erased_with_exceptions, not "
                         "erased")
     if parse_time(handoff["ended_at"]) < parse_time(handoff["started_at"]):
@@ -512,6 +526,13 @@ def validate_payload(payload: Any, *, thorough: bool = False) -> dict[str, Any]:
     jsonschema-rs (compiled, a few µs a payload) decides and explains a rejection; with
     thorough=True (when issuing) the pure-Python reference `jsonschema` must agree too.
     """
+    check_payload(payload, thorough=thorough)
+    assert isinstance(payload, dict)
+    return payload
+
+
+def check_payload(payload: Any, *, thorough: bool = False) -> datetime:
+    """validate_payload, returning the (validated) issue time instead."""
     version = payload_version(payload)
     validator = _fast_validator(version)
     if not validator.is_valid(payload):
@@ -524,8 +545,7 @@ def validate_payload(payload: Any, *, thorough: bool = False) -> dict[str, Any]:
         if reference is not None:
             raise CertificateError("schema_invalid", reference[:500])
     assert isinstance(payload, dict)
-    check_consistency(payload)
-    return payload
+    return check_consistency(payload)
 
 
 def now_utc() -> datetime:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wipeagent.certs import jws
-from wipeagent.certs.payload import parse_time, validate_payload
+from wipeagent.certs.payload import check_payload
 from wipeagent.certs.pki import EKU_DOCUMENT_SIGNING, is_development, station_id_of
 from wipeagent.certs.signer import (
     ALG_ES256,
@@ -421,7 +421,8 @@ class Verifier:
             raw_verify(chain.key, parsed.signature, parsed.signing_input)
         except InvalidSignature as exc:
             raise CertificateError("bad_signature", "signature verification failed") from exc
-        payload = validate_payload(jws.parse_payload(parsed.payload_bytes))
+        payload = jws.parse_payload(parsed.payload_bytes)
+        issued_at = check_payload(payload)
         station_id = payload["chain"]["station_id"]
         # Exact comparison; the station certificate's id is ASCII, so no look-alike passes.
         if station_id != chain.station_id:
@@ -430,7 +431,6 @@ class Verifier:
                 f"payload names station {station_id[:64]!r}, signed by {chain.station_id!r}",
                 hint="each station signs only in its own name (station certificate CN)",
             )
-        issued_at = parse_time(payload["issued_at"])
         for not_before, not_after in chain.windows:
             if issued_at < not_before:
                 raise CertificateError(
