@@ -65,7 +65,8 @@ async def test_unverifiable_certificate_is_422_with_reason(bench: Bench) -> None
     doc = json.loads(row.data)
     doc["signature"] = ("A" if doc["signature"][0] != "A" else "B") + doc["signature"][1:]
     async with bench.receiver() as receiver:
-        status, body = await post(bench, receiver.url, json.dumps(doc).encode(),
+        status, body = await post(bench, receiver.url,
+                                  json.dumps(doc, separators=(",", ":")).encode(),
                                   key=row.certificate_id)
         assert (status, body["reason"]) == (422, "bad_signature")
 
