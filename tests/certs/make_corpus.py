@@ -435,6 +435,15 @@ def add_verifier_cases(add: Any, st: Station, root: tuple[SigningKey, x509.Certi
         target[where[-1]] = value
         add(name, sign(st, bad, validate=False), "invalid_time")
 
+    # A station certificate with one extension twice (its authority key identifier's OID
+    # turned into the subject key identifier's): once a DuplicateExtension out of verify.
+    der = st.chain[0].public_bytes(serialization.Encoding.DER)
+    aki, ski = b"\x06\x03\x55\x1d\x23", b"\x06\x03\x55\x1d\x0e"
+    assert der.count(aki) == 1
+    twice = jws.encode_header(st.alg, st.kid, [der.replace(aki, ski),
+                                               st.chain[1].public_bytes(serialization.Encoding.DER)])
+    add("duplicate-extension.jws", sign(st, payload(version=2), header=twice), "chain_invalid")
+
     # A version that is a boolean (true == 1 in Python), and a payload that is no object.
     boolean = payload(version=1)
     boolean["version"] = True

@@ -217,11 +217,27 @@ def parse_payload(payload_bytes: bytes) -> Any:
     return value if value is not None else strict_json(payload_bytes, "payload")
 
 
-# The one serialization a certificate file may have (see docs/certificate.md, "The file").
-_CANONICAL = re.compile(
-    rb'\{"payload":"([A-Za-z0-9_-]*)","protected":"([A-Za-z0-9_-]*)",'
-    rb'"signature":"([A-Za-z0-9_-]*)"\}'
-)
+# The one serialization a certificate file may have (see docs/certificate.md, "The file"):
+#   {"payload":"<b64url>","protected":"<b64url>","signature":"<b64url>"}
+_OPEN, _MIDDLE, _LAST, _CLOSE = b'{"payload":"', b'","protected":"', b'","signature":"', b'"}'
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _canonical_parts(data: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """payload, protected and signature when `data` is exactly the canonical form."""
+    if not (data.startswith(_OPEN) and data.endswith(_CLOSE)):
+        return None
+    # base64url has no quote, so the first separator found is the real one
+    middle = data.find(_MIDDLE, len(_OPEN))
+    last = data.find(_LAST, middle + 1)
+    if middle < 0 or last < 0:
+        return None
+    parts = (data[len(_OPEN):middle], data[middle + len(_MIDDLE):last],
+             data[last + len(_LAST):-len(_CLOSE)])
+    for part in parts:
+        if part.translate(None, _B64URL_ALPHABET):  # anything outside the alphabet
+            return None
+    return parts
 
 
 def parse(data: bytes) -> ParsedJws:
@@ -235,8 +251,8 @@ def parse(data: bytes) -> ParsedJws:
     """
     if len(data) > MAX_CERTIFICATE_BYTES:
         raise CertificateError("too_large", f"certificate is {len(data)} bytes")
-    match = _CANONICAL.fullmatch(data) if isinstance(data, bytes) else None
-    if match is None:
+    parts = _canonical_parts(data) if isinstance(data, bytes) else None
+    if parts is None:
         outer = strict_json(data, "certificate")
         if not isinstance(outer, dict) or set(outer) != {"payload", "protected", "signature"}:
             raise CertificateError(
@@ -250,7 +266,7 @@ def parse(data: bytes) -> ParsedJws:
             "not the canonical serialization (compact JSON, members in the order payload, "
             "protected, signature)",
         )
-    payload_b64, protected_b64, signature_b64 = match.groups()
+    payload_b64, protected_b64, signature_b64 = parts
     head = _parse_header(protected_b64)
     return ParsedJws(
         head.header,

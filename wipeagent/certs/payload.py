@@ -177,13 +177,31 @@ def finding(checks: Sequence[dict[str, Any]], kind: CheckKind) -> str:
     return "not_established"
 
 
+# check id -> the lock families it belongs to. Ids repeat from certificate to certificate
+# (they name the driver's checks), so a batch searches each id once; bounded.
+_FAMILIES: dict[str, tuple[str, ...]] = {}
+
+
+def _families(check_id: str) -> tuple[str, ...]:
+    found = _FAMILIES.get(check_id)
+    if found is None:
+        found = tuple(name for name, pattern, _ in _LOCK_RULES if pattern.search(check_id))
+        if len(_FAMILIES) >= 4096:
+            _FAMILIES.clear()
+        _FAMILIES[check_id] = found
+    return found
+
+
 def derive_locks(checks: Sequence[dict[str, Any]], platform: str | None) -> dict[str, Any]:
     """The `locks` section from every check of the payload (diagnostics, preconditions,
     verification, in that order): what was checked, never more (rules in certificate.md)."""
+    by_family: dict[str, list[dict[str, Any]]] = {name: [] for name in LOCK_WORDS}
+    for check in checks:
+        for family in _families(check["id"]):
+            by_family[family].append(check)
     locks: dict[str, Any] = {}
-    for name, pattern, only_on in _LOCK_RULES:
-        search = pattern.search
-        found = [c for c in checks if search(c["id"])]
+    for name, _, only_on in _LOCK_RULES:
+        found = by_family[name]
         statuses = {c["status"] for c in found}
         if not found and platform is not None and only_on is not None and platform != only_on:
             state = "not_applicable"

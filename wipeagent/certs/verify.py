@@ -136,7 +136,8 @@ def _load(der: bytes) -> x509.Certificate:
         cert.extensions  # noqa: B018 - parse now: duplicate or broken extensions raise here
         cert.not_valid_before_utc  # noqa: B018
         cert.not_valid_after_utc  # noqa: B018
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+            x509.InvalidVersion) as exc:  # (the last three are not ValueErrors)
         raise CertificateError("chain_invalid", f"an x5c entry is not valid X.509: {exc}"[:300]
                                ) from exc
     return cert

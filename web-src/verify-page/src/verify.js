@@ -390,11 +390,22 @@ function keyAlg(cert) {
 
 async function buildChain(ders, roots) {
   const certs = ders.map((der) => {
+    let cert;
     try {
-      return new x509.X509Certificate(der);
+      cert = new x509.X509Certificate(der);
     } catch {
       return fail("chain_invalid", "an x5c entry is not DER X.509");
     }
+    // Every extension parsed now, and at most one instance of each (RFC 5280 4.2), as
+    // wipeagent verify refuses a certificate whose extensions do not parse.
+    let types;
+    try {
+      types = cert.extensions.map((ext) => ext.type);
+    } catch {
+      return fail("chain_invalid", "an x5c entry has extensions that do not parse");
+    }
+    if (new Set(types).size !== types.length) fail("chain_invalid", "an extension appears twice");
+    return cert;
   });
   const leaf = certs[0];
   if (isCa(leaf)) {
