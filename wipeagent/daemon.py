@@ -192,7 +192,7 @@ class Agent:
     # session ran, until the source announces them back; and keys whose session ended
     # before that announcement came (see handle).
     _away: set[str] = field(default_factory=set)
-    _catching_up: set[str] = field(default_factory=set)
+    _catching_up: dict[str, bool] = field(default_factory=dict)
 
     # -- the public view (RunningPhones) -------------------------------------------------
 
@@ -250,6 +250,7 @@ class Agent:
                        after: asyncio.Task[SessionResult | None] | None = None
                        ) -> SessionResult | None:
         me = asyncio.current_task()
+        result: SessionResult | None = None
         try:
             if after is not None:
                 # The same phone's paused session is still unwinding (closing its driver);
@@ -275,7 +276,8 @@ class Agent:
                     # The source saw the phone leave for its reset and has not announced
                     # it back yet: that arrival is the same phone, not a re-plug.
                     self._away.discard(key)
-                    self._catching_up.add(key)
+                    self._catching_up[key] = result is not None and \
+                        result.certificate is not None
             if self.leaving.get(key) is me:
                 del self.leaving[key]
             self.completed += 1
@@ -295,9 +297,13 @@ class Agent:
                 return
             if event.key in self._catching_up:
                 # The phone came back from the reset of a session that has ended since:
-                # it never left the bench. Like a phone present when the agent started,
-                # it is not processed again unless its last session left no certificate.
-                self._catching_up.discard(event.key)
+                # it never left the bench. Certified: nothing to do until it is re-plugged
+                # (even if it now answers as another phone, which that session recorded).
+                # Otherwise, like a phone present when the agent started.
+                if self._catching_up.pop(event.key):
+                    if event.driver is not None:
+                        self._close_later(event.driver)
+                    return
                 event = dataclasses.replace(event, present_at_start=True)
             session = self._session(event)
             task = asyncio.get_running_loop().create_task(
@@ -307,7 +313,7 @@ class Agent:
         else:
             running = self.running.get(event.key)
             if running is None:
-                self._catching_up.discard(event.key)  # really gone: next arrival is new
+                self._catching_up.pop(event.key, None)  # really gone: next arrival is new
                 return
             if running.session.expects_departure:
                 self._away.add(event.key)

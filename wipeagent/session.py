@@ -412,6 +412,36 @@ class DeviceSession:
                 state=SessionState.DONE,
             )
 
+    async def _end_displaced(self, identity: DeviceIdentity) -> None:
+        """Certify, not erased, the unfinished sessions on this slot whose erase started
+        on another phone than the one answering here now. Their phone went away for its
+        reset and a different one (or one claiming another identity) came back on its
+        slot: nothing can verify that erase any more, and a session whose erase started
+        must not stay without a certificate. (A phone that really is the same resumes its
+        own session by serial: `_adopt_unfinished`, which runs first.)"""
+        for row in await self.store.open_sessions_on(self.slot, exclude=self.session_id):
+            replayed = _State()
+            for step in await self.store.steps(row.id):
+                replayed.apply(step.step, step.data)
+            if replayed.erase is None or replayed.identity is None:
+                continue
+            differs = replayed.identity.mismatches(identity)
+            if not differs:
+                continue
+            other = DeviceSession(
+                slot=row.slot, driver=self.driver, store=self.store,
+                certifier=self.certifier, station=self.station, policy=self.policy,
+                clock=self.clock, destination=self.destination,
+                operator=replayed.operator or self.operator, observer=self.observer,
+                session_id=row.id, handoff_policy=self.handoff_policy)
+            replayed.started_at = datetime.fromisoformat(row.created_at)
+            other.state = replayed
+            reason = (f"the erase was started but could not be verified: a different phone "
+                      f"(serial {identity.serial}) answered on {self.slot} afterwards "
+                      f"({', '.join(differs)} differ) ({IdentityMismatch.default_hint})")
+            self.log.warning("[%s] session %s: %s", self.slot, row.id[:8], reason)
+            await other._finish(not_erased(reason, code=IdentityMismatch.code))
+
     # -- the workflow ----------------------------------------------------------------------
 
     async def run(self) -> SessionResult:
@@ -443,6 +473,7 @@ class DeviceSession:
             self._emit(SessionStep.IDENTIFY, f"{identity.manufacturer} {identity.model} "
                                    f"serial {identity.serial}")
             adopted = await self._adopt_unfinished(identity)
+            await self._end_displaced(identity)
             s = self.state  # adoption replaces the state with the journal's
             if s.identity is None:
                 s.identity = identity

@@ -388,6 +388,20 @@ class Store:
 
         return await self._run(read)
 
+    async def open_sessions_on(self, slot: str, exclude: str) -> list[SessionRow]:
+        """Unfinished sessions on `slot` that identified their phone (oldest first)."""
+
+        def read(db: sqlite3.Connection) -> list[SessionRow]:
+            rows = db.execute(
+                "SELECT id, slot, serial, state, outcome, created_at, updated_at"
+                " FROM sessions WHERE slot = ? AND serial IS NOT NULL AND state != ?"
+                " AND id IS NOT ? ORDER BY created_at",
+                (slot, SessionState.DONE.value, exclude),
+            ).fetchall()
+            return [SessionRow(*r) for r in rows]
+
+        return await self._run(read)
+
     # -- certificates -------------------------------------------------------------------
 
     async def chain_head(self, station_id: str) -> ChainHead:

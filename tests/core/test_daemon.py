@@ -132,3 +132,64 @@ async def test_a_handed_over_connection_is_used_or_closed(tmp_path: Path) -> Non
     assert duplicate.calls == ["close"]
     assert "identify" in handed.calls and handed.calls[-1] == "close"
     assert agent.driver_for("SER123") is None
+
+
+async def completed(agent: Agent, count: int) -> None:
+    for _ in range(1000):
+        if agent.completed >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{agent.completed} sessions completed, expected {count}")
+
+
+class SlowReturn(ScriptedDriver):
+    """Waits in await_return until released (the phone rebooting for its reset)."""
+
+    def __init__(self, release: asyncio.Event, waiting: asyncio.Event) -> None:
+        super().__init__()
+        self.release = release
+        self.waiting = waiting
+
+    async def await_return(self, expected: DeviceIdentity, plan):  # type: ignore[no-untyped-def]
+        self.waiting.set()
+        await self.release.wait()
+        return await super().await_return(expected, plan)
+
+
+async def test_a_late_arrival_after_the_reset_does_not_process_the_phone_again(
+        tmp_path: Path) -> None:
+    """The source saw the phone leave for its reset and announces it back only after its
+    session ended (certified): the same phone never left the bench, so no second
+    session starts (no second erase, no second certificate). A real unplug and re-plug
+    afterwards does start one."""
+    release, waiting = asyncio.Event(), asyncio.Event()
+    drivers: list[ScriptedDriver] = []
+
+    def make() -> ScriptedDriver:
+        driver = SlowReturn(release, waiting) if not drivers else ScriptedDriver()
+        drivers.append(driver)
+        return driver
+
+    async with Store(tmp_path / "j.sqlite3") as store:
+        source = QueueSource()
+        agent = Agent(sources=[source], store=store, certifier=CountingCertifier(store),
+                      settings=AgentSettings(StationInfo(station_id="st"), ErasePolicy()),
+                      clock=Clock(1000))
+        runner = asyncio.create_task(agent.run())
+        source.queue.put_nowait(PhoneArrival("SER123", "slot-1", make))
+        await asyncio.wait_for(waiting.wait(), 10)
+        source.queue.put_nowait(PhoneDeparture("SER123", "slot-1"))  # the reboot
+        await asyncio.sleep(0.05)
+        release.set()
+        await completed(agent, 1)
+        source.queue.put_nowait(PhoneArrival("SER123", "slot-1", make))  # late: same phone
+        await asyncio.sleep(0.1)
+        assert len(drivers) == 1 and not agent.running
+        # Unplugged and plugged in again: a new session (the phone is processed again).
+        source.queue.put_nowait(PhoneDeparture("SER123", "slot-1"))
+        source.queue.put_nowait(PhoneArrival("SER123", "slot-1", make))
+        await completed(agent, 2)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert len(drivers) == 2
+    assert agent.results[0].outcome is Outcome.ERASED

@@ -169,3 +169,28 @@ async def test_sigterm_at_erase_started_still_sends_the_erase(tmp_path: Path,
         outcomes = await crash_and_resume(bench, stop)
         assert outcomes == {"pixel8-clean": "erased"}
         assert bench.phone("pixel8-clean").counters.factory_resets == 1
+
+
+async def test_a_different_phone_back_after_a_restart_ends_the_old_session(
+        tmp_path: Path) -> None:
+    """Killed while the phone reboots for its reset; a phone with another serial answers
+    on the slot afterwards (liar-other-phone). The old session, whose erase started, gets
+    its certificate (not erased: identity_mismatch) instead of staying open for ever."""
+    async with CrashBench(tmp_path, ["liar-other-phone"]) as bench:
+        phone = bench.phone("liar-other-phone")
+        run = await bench.start_agent()
+        await bench.until("the phone goes down for its reset", lambda: not phone.online, run)
+        run.send(signal.SIGKILL)
+        assert await run.wait() == -signal.SIGKILL
+        await bench.run_agent()
+        journal = bench.journal()
+        assert all(s.state == "done" for s in journal.sessions), journal.sessions
+        old = [s for s in journal.sessions if s.serial == "38211FDH2026OP"
+               and "erase_started" in journal.step_names(s.id)]
+        assert len(old) == 1
+        assert old[0].outcome == "not_erased"
+        (cert,) = [c for c in journal.certificates if c["session_id"] == old[0].id]
+        assert cert["outcome"] == "not_erased"
+        steps = journal.steps[old[0].id]
+        outcome = next(s for s in steps if s.step == "outcome")
+        assert outcome.data["codes"] == ["identity_mismatch"], outcome.data
