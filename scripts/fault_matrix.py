@@ -291,10 +291,9 @@ class Matrix:
         from wipeagent_sim.android.profiles import list_profiles
         from wipeagent_sim.demo import ios_profiles
 
-        chosen = [("android", p.name) for p in list_profiles()
-                  if p.demo or p.name.startswith(("liar-", "noisy-"))]
-        chosen += [("ios", p.name) for p in ios_profiles()
-                   if p.demo or p.name.startswith("liar_")]
+        # Every bundled profile: honest phones, refused ones, misbehaving and lying ones.
+        chosen = [("android", p.name) for p in list_profiles()]
+        chosen += [("ios", p.name) for p in ios_profiles()]
         if self.args.profiles:
             wanted = set(self.args.profiles.split(","))
             chosen = [c for c in chosen if c[1] in wanted]
