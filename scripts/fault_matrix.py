@@ -351,6 +351,22 @@ group = ""
 """, encoding="utf-8")
         return path
 
+    async def receiver(self, trial_dir: Path, state: Path) -> Any:
+        """The trial's development PKI (made before the agent starts, so the receiver can
+        trust it) and a started reference receiver requiring the agent's client
+        certificate, as the platform does."""
+        from wipeagent.certs.pki import dev_trust_root, ensure_dev_pki
+        from wipeagent.uplink.receiver import Receiver
+        from wipeagent.uplink.tls import ensure_dev_client_tls, server_context
+
+        dev_pki = state / "dev-pki"
+        await asyncio.to_thread(ensure_dev_pki, dev_pki, station_id=STATION)
+        await asyncio.to_thread(ensure_dev_client_tls, dev_pki, station_id=STATION)
+        context = server_context(cert=self.server_tls.cert, key=self.server_tls.key,
+                                 client_ca=dev_pki / "ca" / "ca.pem")
+        return await Receiver(trial_dir / "received", [dev_trust_root(dev_pki)],
+                              ssl_context=context).start()
+
     # -- journal reading ----------------------------------------------------------------
 
     @staticmethod
@@ -382,10 +398,6 @@ group = ""
     # -- one run --------------------------------------------------------------------------
 
     async def run_trial(self, trial: Trial) -> Trial:
-        from wipeagent.certs.pki import dev_trust_root, ensure_dev_pki
-        from wipeagent.uplink.receiver import Receiver
-        from wipeagent.uplink.tls import ensure_dev_client_tls, server_context
-
         started = time.monotonic()
         trial_dir = self.workdir / f"trial-{trial.index:04d}"
         trial_dir.mkdir(parents=True)
@@ -396,13 +408,7 @@ group = ""
             if not mounted:
                 trial.notes.append("tmpfs mount refused: disk-full trial skipped")
                 return trial
-        dev_pki = state / "dev-pki"
-        ensure_dev_pki(dev_pki, station_id=STATION)
-        ensure_dev_client_tls(dev_pki, station_id=STATION)
-        context = server_context(cert=self.server_tls.cert, key=self.server_tls.key,
-                                 client_ca=dev_pki / "ca" / "ca.pem")
-        receiver = await Receiver(trial_dir / "received", [dev_trust_root(dev_pki)],
-                                  ssl_context=context).start()
+        receiver = await self.receiver(trial_dir, state)
         if trial.damage:
             # The platform is unreachable until after the damage: the certificate issued
             # before it is not delivered yet, and must not be lost with the journal.
@@ -593,20 +599,10 @@ group = ""
             log.info("calibration %-24s %5.1f s %s", profile, trial.seconds, trial.outcome)
 
     async def run_uninterrupted(self, trial: Trial) -> None:
-        from wipeagent.certs.pki import dev_trust_root, ensure_dev_pki
-        from wipeagent.uplink.receiver import Receiver
-        from wipeagent.uplink.tls import ensure_dev_client_tls, server_context
-
         trial_dir = self.workdir / f"calibrate-{trial.profile}"
         trial_dir.mkdir(parents=True)
         state = trial_dir / "state"
-        dev_pki = state / "dev-pki"
-        ensure_dev_pki(dev_pki, station_id=STATION)
-        ensure_dev_client_tls(dev_pki, station_id=STATION)
-        context = server_context(cert=self.server_tls.cert, key=self.server_tls.key,
-                                 client_ca=dev_pki / "ca" / "ca.pem")
-        receiver = await Receiver(trial_dir / "received", [dev_trust_root(dev_pki)],
-                                  ssl_context=context).start()
+        receiver = await self.receiver(trial_dir, state)
         phones = await Phones.start(trial.platform, trial.profile, self.speed, trial_dir)
         config = self.config(trial_dir, state, phones, receiver.url, self.server_tls.ca)
         agent = await Agent.start(config, trial_dir / "agent.log", phones)
