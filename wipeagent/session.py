@@ -281,6 +281,12 @@ def handoff_failures(handoff: Handoff | None) -> str | None:
             f"({handoff.policy.value}) promises ({what or 'see the hand-off section'})")
 
 
+# A resumed session asks the phone this many times, this many bench seconds apart,
+# whether its reset already happened (see DeviceSession._probe_after_restart).
+PROBE_ATTEMPTS = 3
+PROBE_RETRY_S = 5.0
+
+
 def _dump(checks: list[CheckResult]) -> list[dict[str, Any]]:
     return [c.model_dump(mode="json") for c in checks]
 
@@ -641,11 +647,21 @@ class DeviceSession:
             # speak for it: wait to see it go away and come back instead.
             return
         current = self._identified or s.identity
-        try:
-            checks = await self.driver.verify(s.identity, plan, canary)
-        except DeviceError as exc:  # e.g. the phone is just going down for its reset
-            self.log.info("[%s] resumed: no verdict from the phone yet (%s)", self.slot, exc)
-            return
+        for attempt in range(1, PROBE_ATTEMPTS + 1):
+            try:
+                checks = await self.driver.verify(s.identity, plan, canary)
+                break
+            except (DeviceGone, DeviceTimeout) as exc:
+                # The phone just identified may be going down for its reset, or still
+                # settling after it: ask again shortly before deciding to wait for it.
+                self.log.info("[%s] resumed: no verdict from the phone yet (%s)",
+                              self.slot, exc)
+                if attempt == PROBE_ATTEMPTS:
+                    return
+                await self.clock.sleep(PROBE_RETRY_S)
+            except DeviceError as exc:
+                self.log.info("[%s] resumed: no verdict from the phone (%s)", self.slot, exc)
+                return
         if decide(plan, checks).outcome is Outcome.NOT_ERASED:
             self.log.info("[%s] resumed: the phone has not been reset yet", self.slot)
             return
