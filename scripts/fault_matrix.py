@@ -517,7 +517,10 @@ group = ""
             # touched): its sessions just end.
             never_identified = bool(sessions) and all(s["serial"] is None for s in sessions)
             held = set(receiver.held())
-            if sessions and all(s["state"] == "done" for s in sessions) and \
+            # Ended only once the agent is up (its signal handlers set): a stop before
+            # that is a stop during start-up, not the end of a trial.
+            started = any("started: station" in line for line in agent.lines)
+            if started and sessions and all(s["state"] == "done" for s in sessions) and \
                     (phone_certified or never_identified) and \
                     {c["certificate_id"] for c in journal["certificates"]} <= held:
                 return

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wipeagent.clock import Clock
-from wipeagent.errors import DeviceGone, WipeAgentError
+from wipeagent.errors import DeviceGone, DeviceTimeout, WipeAgentError
 from wipeagent.models import (
     Canary,
     CheckResult,
     DeviceIdentity,
     ErasePlan,
+    EraseRecord,
     HandoffItem,
     HandoffPolicy,
     Platform,
@@ -55,6 +56,11 @@ SOURCE_RESTART_MAX_S = 60.0
 
 
 # Session states (last journaled step) from which a phone may be out of the bench's reach.
+# Bench seconds after start before unreturned phones are given up on (phones present at
+# start are announced first), and between checks for them.
+UNRETURNED_GRACE_S = 120.0
+UNRETURNED_CHECK_S = 60.0
+
 UNREACHABLE_STATES = (JournalStep.HANDOFF_STARTED, JournalStep.HANDOFF_LAST, JournalStep.HANDOFF,
                       JournalStep.OUTCOME)
 
@@ -193,6 +199,7 @@ class Agent:
     # before that announcement came (see handle).
     _away: set[str] = field(default_factory=set)
     _catching_up: dict[str, bool] = field(default_factory=dict)
+    _started: float = 0.0
 
     # -- the public view (RunningPhones) -------------------------------------------------
 
@@ -393,12 +400,71 @@ class Agent:
             await self.clock.sleep(backoff)
             backoff = min(backoff * 2, SOURCE_RESTART_MAX_S)
 
+    async def expire_unreturned(self) -> float:
+        """Certify, not erased, the sessions whose erase started under an earlier run of
+        the agent and whose phone has not come back within the plan's return timeout
+        (counted from the erase's start, journaled): no session task waits for such a
+        phone, and a session whose erase started must not stay without a certificate.
+        A session is left alone while a session runs on its slot (its phone may be
+        being identified, to resume it) and during the agent's first
+        UNRETURNED_GRACE_S (phones present at start arrive first). Returns the bench
+        seconds until the next such deadline (at most UNRETURNED_CHECK_S)."""
+        wait = UNRETURNED_CHECK_S
+        up = self.clock.monotonic() - self._started
+        if up < UNRETURNED_GRACE_S:
+            return UNRETURNED_GRACE_S - up
+        busy_slots = {r.slot for r in self.running.values()}
+        mine = {r.session.session_id for r in self.running.values()}
+        for row in await self.store.sessions_in_states((JournalStep.ERASE_STARTED,)):
+            if row.id in mine or row.slot in busy_slots:
+                continue
+            steps = await self.store.steps(row.id)
+            erase = next((r.data["erase"] for r in steps
+                          if r.step == JournalStep.ERASE_STARTED), None)
+            if erase is None:
+                continue
+            record = EraseRecord.model_validate(erase)
+            waited = (self.clock.now() - record.started_at).total_seconds() * self.clock.speed
+            left = record.plan.return_timeout_s - waited
+            if left > 0:
+                wait = min(wait, left)
+                continue
+            session = DeviceSession(
+                slot=row.slot, driver=_Unreachable(), store=self.store,
+                certifier=self.certifier, station=self.settings.station,
+                policy=self.settings.policy, clock=self.clock,
+                destination=self.settings.destination, operator=self.settings.operator,
+                observer=self.observer, session_id=row.id,
+                handoff_policy=self.settings.handoff)
+            timeout = DeviceTimeout(
+                f"the phone did not come back within {record.plan.return_timeout_s:.0f} s "
+                "of its erase (the agent was restarted meanwhile)",
+                hint="find the phone; plug it in again to process it again")
+            try:
+                self.results.append(await session.finish_unreturned(timeout))
+            except WipeAgentError as exc:
+                log.error("[%s] could not finish session %s: %s", row.slot, row.id, exc)
+            self.completed += 1
+            self._finished.set()
+        return max(wait, 1.0)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            try:
+                wait = await self.expire_unreturned()
+            except WipeAgentError as exc:  # a full disk must not stop the agent
+                log.warning("could not check for phones that never came back: %s", exc)
+                wait = UNRETURNED_CHECK_S
+            await self.clock.sleep(wait)
+
     async def run(self, *, until: Callable[[Agent], bool] | None = None
                   ) -> list[SessionResult]:
         """Run until cancelled, or until `until(agent)` holds while no session runs."""
+        self._started = self.clock.monotonic()
         await self.finish_unreachable()
         consumers = [asyncio.create_task(self._consume(s), name=f"source {s.name}")
                      for s in self.sources]
+        expiry = asyncio.create_task(self._expire_loop(), name="expire unreturned")
         try:
             while True:
                 self._finished.clear()
@@ -413,7 +479,7 @@ class Agent:
                 await asyncio.wait([waiter, *live], return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
         finally:
-            pending = (consumers + [r.task for r in self.running.values()]
+            pending = (consumers + [expiry] + [r.task for r in self.running.values()]
                        + list(self.leaving.values()))
             for task in pending:
                 task.cancel()

@@ -841,6 +841,21 @@ class DeviceSession:
             decide(replayed.plan, replayed.verification))
         return await self._finish(decision)
 
+    async def finish_unreturned(self, reason: DeviceTimeout) -> SessionResult:
+        """Finish, without the phone, a session whose erase started and whose phone never
+        came back (Agent.expire_unreturned): not erased, with `reason`.
+        The session id is the journal's."""
+        replayed = _State()
+        for row in await self.store.steps(self.session_id):
+            replayed.apply(row.step, row.data)
+        row_session = await self.store.session(self.session_id)
+        if row_session is not None:
+            replayed.started_at = datetime.fromisoformat(row_session.created_at)
+        self.state = replayed
+        if replayed.operator:
+            self.operator = replayed.operator
+        return await self._fail(reason)
+
     async def _fail(self, exc: Exception) -> SessionResult:
         hint = exc.hint if isinstance(exc, WipeAgentError) else "set the phone aside"
         if isinstance(exc, WipeAgentError):

@@ -194,3 +194,27 @@ async def test_a_different_phone_back_after_a_restart_ends_the_old_session(
         steps = journal.steps[old[0].id]
         outcome = next(s for s in steps if s.step == "outcome")
         assert outcome.data["codes"] == ["identity_mismatch"], outcome.data
+
+
+async def test_a_phone_that_never_comes_back_after_a_restart_gets_its_certificate(
+        tmp_path: Path) -> None:
+    """Stopped while the phone is away for its reset; the phone never comes back, so no
+    session runs for it after the restart. Once the plan's return timeout has passed (from
+    the erase's start, journaled), the agent certifies that session not erased."""
+    async with CrashBench(tmp_path, ["liar-never-returns"]) as bench:
+        phone = bench.phone("liar-never-returns")
+        run = await bench.start_agent()
+        await bench.until("the phone goes down for its reset", lambda: not phone.online, run)
+        run.send(signal.SIGTERM)
+        assert await run.wait() == 0
+        assert bench.journal().last_steps() == ["paused"]
+        await bench.run_agent()  # --once: ends when that session has its certificate
+        journal = bench.journal()
+        (session,) = journal.sessions
+        assert session.state == "done" and session.outcome == "not_erased"
+        assert journal.step_names(session.id).count("erase_started") == 1
+        (cert,) = journal.certificates
+        assert cert["session_id"] == session.id and cert["outcome"] == "not_erased"
+        outcome = next(s for s in journal.steps[session.id] if s.step == "outcome")
+        assert outcome.data["codes"] == ["device_timeout"], outcome.data
+        assert "did not come back" in outcome.data["reasons"][0]
