@@ -631,6 +631,11 @@ def generate(out: Path) -> dict[str, Any]:
     add("signature-spare-bits-twin.jws",
         json.dumps({**parts, "signature": spare}, separators=(",", ":")).encode(),
         "not_canonical")
+    standard = sig.replace("-", "+").replace("_", "/")
+    if standard != sig:  # standard base64's letters for the same bytes
+        add("signature-standard-alphabet-twin.jws",
+            json.dumps({**parts, "signature": standard}, separators=(",", ":")).encode(),
+            "malformed")
     add("payload-utf16.jws", sign(st, jws.canonical_json(payload(version=2)).decode()
                                    .encode("utf-16")), "malformed")
 

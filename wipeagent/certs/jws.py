@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
+import pybase64
 
 from wipeagent.certs.signer import SUPPORTED_ALGS, b64url
 from wipeagent.errors import CertificateError
@@ -39,7 +40,6 @@ def canonical_json(value: Any) -> bytes:
     ).encode("utf-8")
 
 
-_TO_STD = bytes.maketrans(b"-_", b"+/")
 # The value of the last base64url character: its unused low bits must be zero, or one
 # byte string would have several encodings (a signature with a twin, see parse()).
 _B64URL_VALUE = {c: i for i, c in enumerate(
@@ -48,14 +48,16 @@ _B64URL_TEXT = re.compile(rb"[A-Za-z0-9_-]*")
 
 
 def _b64url(raw: bytes, what: str) -> bytes:
-    """Decode base64url that is known to hold only [A-Za-z0-9_-] (see b64url_decode)."""
-    if len(raw) % 4 == 1:
+    """Strict unpadded base64url bytes -> bytes (see b64url_decode). pybase64 (SIMD) with
+    validate=True refuses anything outside the alphabet, ten times faster than binascii."""
+    # pybase64 takes "+" and "/" beside the altchars: refuse them here (either would spell
+    # the same bytes another way).
+    if len(raw) % 4 == 1 or b"+" in raw or b"/" in raw:
         raise CertificateError("malformed", f"{what} is not unpadded base64url")
     try:
-        decoded = binascii.a2b_base64(
-            raw.translate(_TO_STD) + b"=" * (-len(raw) % 4), strict_mode=True
-        )
-    except binascii.Error as exc:
+        decoded: bytes = pybase64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=b"-_",
+                                            validate=True)
+    except (binascii.Error, ValueError) as exc:
         raise CertificateError("malformed", f"{what} is not unpadded base64url") from exc
     rest = len(raw) % 4
     if rest and _B64URL_VALUE[raw[-1]] & (0b1111 if rest == 2 else 0b11):
@@ -220,12 +222,13 @@ def parse_payload(payload_bytes: bytes) -> Any:
 # The one serialization a certificate file may have (see docs/certificate.md, "The file"):
 #   {"payload":"<b64url>","protected":"<b64url>","signature":"<b64url>"}
 _OPEN, _MIDDLE, _LAST, _CLOSE = b'{"payload":"', b'","protected":"', b'","signature":"', b'"}'
-_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def _canonical_parts(data: bytes) -> tuple[bytes, bytes, bytes] | None:
-    """payload, protected and signature when `data` is exactly the canonical form."""
-    if not (data.startswith(_OPEN) and data.endswith(_CLOSE)):
+    """payload, protected and signature when `data` has the canonical form's shape; each
+    part is then checked by the base64url decoding. (A JSON escape is the only way the
+    same content could be spelled differently inside the quotes: no backslash at all.)"""
+    if not (data.startswith(_OPEN) and data.endswith(_CLOSE)) or b"\\" in data:
         return None
     # base64url has no quote, so the first separator found is the real one
     middle = data.find(_MIDDLE, len(_OPEN))
@@ -234,9 +237,8 @@ def _canonical_parts(data: bytes) -> tuple[bytes, bytes, bytes] | None:
         return None
     parts = (data[len(_OPEN):middle], data[middle + len(_MIDDLE):last],
              data[last + len(_LAST):-len(_CLOSE)])
-    for part in parts:
-        if part.translate(None, _B64URL_ALPHABET):  # anything outside the alphabet
-            return None
+    if any(b'"' in part for part in parts):
+        return None  # more members than three: not this shape (the strict parse says why)
     return parts
 
 

@@ -22,11 +22,10 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jsonschema_rs
 
@@ -378,9 +377,9 @@ def payload_version(payload: Any) -> int:
     return version
 
 
-@dataclass(frozen=True, slots=True)
-class _Check:
-    """A payload check as wipeagent.outcome.decide reads it (outcome.CheckLike)."""
+class _Check(NamedTuple):
+    """A payload check as wipeagent.outcome.decide reads it (outcome.CheckLike); a
+    NamedTuple because one is made per check of every certificate verified."""
 
     id: str
     kind: CheckKind
@@ -389,8 +388,7 @@ class _Check:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(NamedTuple):
     """A payload's sanitization as wipeagent.outcome.decide reads it (outcome.PlanLike)."""
 
     manual: bool
