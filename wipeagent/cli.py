@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wipeagent import __version__
+import wipeagent
 from wipeagent.errors import WipeAgentError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -96,6 +96,14 @@ def _register(area: Area, sub: Any) -> None:
     module.register(sub)
 
 
+class _Version(argparse.Action):
+    """`--version`, with the version looked up only when asked for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser.exit(message=f"wipeagent {wipeagent.__version__}\n")
+
+
 def _verb(argv: Sequence[str]) -> str | None:
     """The verb: the first argument that is not an option of the top-level parser."""
     for arg in argv:
@@ -109,7 +117,8 @@ def _verb(argv: Sequence[str]) -> str | None:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with `argv`, only as much of it as that command line needs."""
     parser = argparse.ArgumentParser(prog="wipeagent", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"wipeagent {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the version and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if argv is not None and "--version" in argv and _verb(argv) is None:
