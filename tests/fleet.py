@@ -39,6 +39,7 @@ from wipeagent.certs.signer import (
     load_station_signer,
 )
 from wipeagent.models import (
+    Booking,
     CheckKind,
     CheckResult,
     CheckStatus,
@@ -78,8 +79,10 @@ def _check(id_: str, kind: CheckKind, status: CheckStatus = CheckStatus.PASS) ->
 def phone_record(station: StationInfo, *, serial: str, imei: str,
                  outcome: Outcome = Outcome.ERASED, model: str = "Pixel 8",
                  manufacturer: str = "Google", marketing_name: str = "Pixel 8",
-                 ended_at: datetime | None = None) -> SessionRecord:
-    """A finished session: an Android phone erased (Purge) and verified, or refused."""
+                 ended_at: datetime | None = None,
+                 booking: Booking | None = None) -> SessionRecord:
+    """A finished session: an Android phone erased (Purge) and verified, or refused;
+    `booking`: the intake entry it matched (the certificate's intake section)."""
     end = ended_at or datetime.now(UTC) - timedelta(seconds=5)
     start = end - timedelta(minutes=9)
     identity = DeviceIdentity(
@@ -92,7 +95,7 @@ def phone_record(station: StationInfo, *, serial: str, imei: str,
         return SessionRecord(
             session_id=f"s-{serial}", slot="usb-1-1.2", station=station, operator="tech-1",
             started_at=start, ended_at=end, identity=identity, outcome=outcome,
-            reasons=("a Google account is signed in",))
+            reasons=("a Google account is signed in",), booking=booking)
     return SessionRecord(
         session_id=f"s-{serial}", slot="usb-1-1.2", station=station, operator="tech-1",
         started_at=start, ended_at=end, identity=identity,
@@ -104,7 +107,7 @@ def phone_record(station: StationInfo, *, serial: str, imei: str,
             started_at=start + timedelta(minutes=2), ended_at=start + timedelta(minutes=7)),
         verification=(_check("erase.reset_observed", CheckKind.VERIFICATION),
                       _check("erase.canary_files_gone", CheckKind.VALIDATION)),
-        outcome=outcome, category=NistCategory.PURGE)
+        outcome=outcome, category=NistCategory.PURGE, booking=booking)
 
 
 @dataclass
@@ -129,9 +132,11 @@ class Station:
               outcome: Outcome = Outcome.ERASED, sequence: int | None = None,
               previous_hash: str | type[Ellipsis] | None = ...,
               issued_at: datetime | None = None,
-              verification_url: str | None = None) -> IssuedCertificate:
+              verification_url: str | None = None,
+              booking: str | None = None) -> IssuedCertificate:
         """The next certificate (or one at `sequence`/`previous_hash`, for ledger tests:
-        then the station's own head does not move)."""
+        then the station's own head does not move); `booking`: the booking reference of
+        the intake entry the phone matched by its IMEI."""
         n = next(_serials)
         serial = serial or f"SER{n:08d}"
         imei = imei or luhn_imei(f"35{n:012d}")
@@ -139,7 +144,10 @@ class Station:
         seq = sequence if sequence is not None else self.sequence + 1
         prev = self.last_hash if previous_hash is ... else previous_hash
         assert prev is None or isinstance(prev, str)
-        record = phone_record(self.info, serial=serial, imei=imei, outcome=outcome)
+        matched = None if booking is None else Booking(
+            reference=booking, matched_by="imei", identifier=imei, source="platform")
+        record = phone_record(self.info, serial=serial, imei=imei, outcome=outcome,
+                              booking=matched)
         cert = issue_certificate(record, self.signer, sequence=seq, previous_hash=prev,
                                  issued_at=issued_at, development=self.org.development,
                                  verification_url=verification_url)

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 from fleet import Org
 
+from wipeagent.platform_service.db import head_revision
 from wipeagent.uplink.ingest import MEDIA_TYPE
 
 CLI = [sys.executable, "-m", "wipeagent.cli"]
@@ -27,7 +28,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 async def test_serve_migrate_and_tokens(tmp_path: Path, db_url: str, acme: Org) -> None:
     migrated = run("platform", "migrate", "--database", db_url)
     assert migrated.returncode == 0, migrated.stderr
-    assert "-> 0001" in migrated.stdout
+    assert f"empty -> {head_revision()}" in migrated.stdout
     added = run("platform", "token", "add", "alice", "--database", db_url)
     assert added.returncode == 0, added.stderr
     token = added.stdout.split()[0]

@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fleet import Org
@@ -14,7 +15,14 @@ from platform_fixtures import Platform
 from sqlalchemy import create_engine
 
 from wipeagent.models import Outcome
-from wipeagent.platform_service.db import database_url, head_revision, metadata
+from wipeagent.platform_service.db import (
+    alembic_config,
+    current_revision,
+    database_url,
+    head_revision,
+    metadata,
+    migrate,
+)
 from wipeagent.platform_service.tokens import revoke_token
 
 
@@ -80,6 +88,68 @@ async def test_queries(platform: Platform, acme: Org) -> None:
     # Bad parameters are refused, not ignored.
     status, body = await platform.get("/v1/certificates", params={"outcome": "wiped"})
     assert (status, body["error"]) == (400, "bad_parameter")
+
+
+async def test_query_by_booking_reference(platform: Platform, acme: Org) -> None:
+    """A trade-in order's certificates: every certificate whose intake section carries
+    the booking reference (a phone refused, then erased on a second pass), and no other."""
+    a, b = acme.station("bench-a"), acme.station("bench-b")
+    first = a.issue(serial="SER-TI1", imei="356789012345728", booking="TI-1042",
+                    outcome=Outcome.NOT_ERASED)
+    again = b.issue(serial="SER-TI1", imei="356789012345728", booking="TI-1042")
+    other = a.issue(serial="SER-TI2", imei="356789012345736", booking="TI-1043")
+    unbooked = a.issue(serial="SER-NONE")
+    for station, cert in ((a, first), (b, again), (a, other), (a, unbooked)):
+        assert (await platform.post(station, cert))[0] == 201
+
+    status, body = await platform.get("/v1/certificates", params={"booking": "TI-1042"})
+    assert status == 200, body
+    # Oldest issue first: the refusal, then the erase on the other bench.
+    assert [c["certificate_id"] for c in body["certificates"]] == [
+        first.certificate_id, again.certificate_id]
+    assert [c["outcome"] for c in body["certificates"]] == ["not_erased", "erased"]
+    assert {c["booking_reference"] for c in body["certificates"]} == {"TI-1042"}
+    # ANDed with the other filters like any of them.
+    _, body = await platform.get("/v1/certificates",
+                                 params={"booking": "TI-1042", "station": "bench-b"})
+    assert _ids(body) == {again.certificate_id}
+    _, body = await platform.get("/v1/certificates", params={"booking": "TI-1043"})
+    assert _ids(body) == {other.certificate_id}
+    # Exact match: neither a prefix nor another case finds it.
+    for near in ("TI-104", "ti-1042", "TI-1042 "):
+        _, body = await platform.get("/v1/certificates", params={"booking": near})
+        assert body["certificates"] == [], near
+    _, body = await platform.get("/v1/certificates", params={"id": unbooked.certificate_id})
+    assert body["certificates"][0]["booking_reference"] is None
+    # Not a reference the schema allows: refused, not ignored (which would list all).
+    for bad in ("", "x" * 101, "TI-\u00e91"):
+        status, body = await platform.get("/v1/certificates", params={"booking": bad})
+        assert (status, body["error"]) == (400, "bad_parameter"), bad
+    status, body = await platform.get("/v1/certificates", params={"booking": "TI-1042"},
+                                      token=None)
+    assert status == 401
+
+
+async def test_migration_finds_the_bookings_of_certificates_already_held(
+        db_url: str, platform: Platform, acme: Org) -> None:
+    """Certificates ingested before migration 0002 are searchable by booking after it:
+    the migration reads each held certificate's intake section."""
+    bench = acme.station("bench-a")
+    booked = [bench.issue(booking=f"TI-{n}") for n in range(3)] + [bench.issue()]
+    for cert in booked:
+        assert (await platform.post(bench, cert))[0] == 201
+    url = database_url(db_url)
+    await platform.service.engine.dispose()
+    await asyncio.to_thread(command.downgrade, alembic_config(url), "0001")
+    assert await asyncio.to_thread(current_revision, url) == "0001"
+    await asyncio.to_thread(migrate, url)
+    await platform.service.engine.dispose()  # pooled connections knew the old table
+    for n, cert in enumerate(booked[:3]):
+        _, body = await platform.get("/v1/certificates", params={"booking": f"TI-{n}"})
+        assert _ids(body) == {cert.certificate_id}
+    _, body = await platform.get("/v1/certificates", params={"station": "bench-a"})
+    assert [c["booking_reference"] for c in body["certificates"]] == [
+        "TI-0", "TI-1", "TI-2", None]
 
 
 async def test_queries_need_a_valid_token(platform: Platform, acme: Org) -> None:

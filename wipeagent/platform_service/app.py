@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ LOOKUP_PATH = "/v1/public/certificates"
 ROOTS_PATH = "/v1/public/trust-roots"
 SCHEMAS_PATH = "/v1/public/schemas"
 HEALTH_PATH = "/v1/health"
+# A booking reference as the certificate schema allows it (intake.reference): printable
+# ASCII, at most 100 characters; the empty reference is "no booking" and not searchable.
+BOOKING_REFERENCE = re.compile(r"^[ -~]{1,100}$")
 
 # The page loads only our own files and talks only to us (no CDN, no inline script).
 SECURITY_HEADERS = {
@@ -496,8 +500,13 @@ def _filters(request: web.Request) -> tuple[queries.Filters, int]:
             after = (datetime.fromisoformat(at.replace("Z", "+00:00")), cid)
         except ValueError as exc:
             raise refuse(400, "bad_parameter", "cursor: use next_cursor as given") from exc
+    booking = q.get("booking")
+    if booking is not None and not BOOKING_REFERENCE.fullmatch(booking):
+        raise refuse(400, "bad_parameter",
+                     "booking: a booking reference, 1-100 printable ASCII characters")
     filters = queries.Filters(
         certificate_id=q.get("id"), imei=q.get("imei"), serial=q.get("serial"),
+        booking=booking,
         station_id=q.get("station"), root_sha256=q.get("root"), outcome=outcome,
         issued_from=_time(request, "from"), issued_to=_time(request, "to"), after=after)
     return filters, _int(q.get("limit"), 100)

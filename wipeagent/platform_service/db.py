@@ -103,11 +103,15 @@ certificates = Table(
     Column("development", Boolean, nullable=False),
     Column("client", Text, nullable=False),
     Column("data", LargeBinary, nullable=False),
+    # The platform's booking (trade-in order) the phone was matched to on the bench: the
+    # certificate's `intake.reference` (schema v2; migration 0002).
+    Column("booking_reference", String(100), nullable=True),
     Index("ix_certificates_station_sequence", "station", "sequence"),
     Index("ix_certificates_station_previous", "station", "previous_hash"),
     Index("ix_certificates_serial", "serial"),
     Index("ix_certificates_issued_at", "issued_at"),
     Index("ix_certificates_outcome_issued", "outcome", "issued_at"),
+    Index("ix_certificates_booking_reference", "booking_reference"),
 )
 
 certificate_imeis = Table(

@@ -234,7 +234,8 @@ async def store_certificate(conn: AsyncConnection, verified: VerifiedCertificate
         "outcome": verified.outcome, "category": payload["sanitization"]["category"],
         "platform": device.get("platform"), "manufacturer": device.get("manufacturer"),
         "model": device.get("model"), "serial": device.get("serial"),
-        "development": verified.development, "client": client, "data": data})
+        "development": verified.development, "client": client, "data": data,
+        "booking_reference": (payload.get("intake") or {}).get("reference") or None})
     imeis = sorted(set(device.get("imeis") or ()))
     if imeis:
         await conn.execute(_INSERT_IMEI,

@@ -1,5 +1,5 @@
-"""What platform engineers ask the database: certificates by id, IMEI, serial, station,
-date range and outcome; stations and their ledgers; recorded ledger problems.
+"""What platform engineers ask the database: certificates by id, IMEI, serial, booking
+reference, station, date range and outcome; stations and their ledgers; recorded ledger problems.
 
 Every function takes an open connection and returns plain JSON-ready dicts, so the HTTP
 layer (app.py) only parses parameters and serialises.
@@ -33,6 +33,7 @@ class Filters:
     certificate_id: str | None = None
     imei: str | None = None
     serial: str | None = None
+    booking: str | None = None  # the booking reference (the certificate's intake section)
     station_id: str | None = None
     root_sha256: str | None = None
     outcome: str | None = None
@@ -51,7 +52,8 @@ _SUMMARY_COLUMNS = (
     certificates.c.previous_hash, certificates.c.issued_at, certificates.c.received_at,
     certificates.c.outcome, certificates.c.category, certificates.c.platform,
     certificates.c.manufacturer, certificates.c.model, certificates.c.serial,
-    certificates.c.development, certificates.c.client, stations.c.station_id,
+    certificates.c.development, certificates.c.client, certificates.c.booking_reference,
+    stations.c.station_id,
     stations.c.organisation, stations.c.root_sha256,
 )
 
@@ -65,7 +67,8 @@ def _summary(row: Any, imeis: list[str]) -> dict[str, Any]:
         "received_at": _iso(row.received_at), "outcome": row.outcome,
         "category": row.category, "platform": row.platform,
         "manufacturer": row.manufacturer, "model": row.model, "serial": row.serial,
-        "imeis": imeis, "development": row.development, "delivered_by": row.client,
+        "imeis": imeis, "booking_reference": row.booking_reference,
+        "development": row.development, "delivered_by": row.client,
         "links": {"certificate": f"/v1/certificates/{row.certificate_id}"},
     }
 
@@ -80,6 +83,8 @@ def _where(query: Select[Any], f: Filters) -> Select[Any]:
             .where(certificate_imeis.c.imei == f.imei)))
     if f.serial is not None:
         query = query.where(c.serial == f.serial)
+    if f.booking is not None:
+        query = query.where(c.booking_reference == f.booking)
     if f.station_id is not None:
         query = query.where(stations.c.station_id == f.station_id)
     if f.root_sha256 is not None:
