@@ -53,3 +53,54 @@ async def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     await page.screenshot(path=str(path))
     return path
+
+
+async def wait_for(page: Any, predicate: str, arg: Any = None, timeout_s: float = 120) -> None:
+    """page.wait_for_function; on a timeout, a "failure" screenshot of what it showed."""
+    try:
+        await page.wait_for_function(predicate, arg=arg, timeout=timeout_s * 1000)
+    except Exception:
+        await screenshot(page, "failure")  # what the page showed when the wait gave up
+        raise
+
+
+def tile(slot: str) -> str:
+    """The CSS selector of a slot's tile on the bench page."""
+    return f'.tile[data-slot="{slot}"]'
+
+
+# Words that stay as they are in Chinese too (names of things, units).
+KEEP = {"IMEI", "PDF", "USB", "ID", "IMEI/SN", "SIM"}
+
+
+async def untranslated(page: Any) -> list[str]:
+    """Visible words in Latin letters outside `.raw` (phone / operator / slot data)."""
+    words: list[str] = await page.evaluate("""() => {
+        const out = [];
+        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+            const el = n.parentElement;
+            if (!el || el.closest('.raw') || el.closest('.hidden')) continue;
+            if (getComputedStyle(el).display === 'none') continue;
+            out.push(...(n.textContent.match(/[A-Za-z][A-Za-z'-]+/g) || []));
+        }
+        for (const el of document.querySelectorAll('[placeholder],[aria-label],[title]')) {
+            if (el.closest('.raw')) continue;
+            for (const a of ['placeholder', 'aria-label', 'title']) {
+                const v = el.getAttribute(a);
+                if (v && !el.closest('.tile')) out.push(...(v.match(/[A-Za-z][A-Za-z'-]+/g) || []));
+            }
+        }
+        return out;
+    }""")
+    return sorted({w for w in words if w not in KEEP})
+
+
+def page_errors(page: Any) -> list[str]:
+    """The page's errors from now on, to assert empty: uncaught exceptions, and console
+    errors (a Content-Security-Policy refusal of an inline style or a foreign script is
+    a console error, not a page error)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    return errors

@@ -36,6 +36,7 @@ from wipeagent.errors import (
     StoreError,
     WipeAgentError,
 )
+from wipeagent.i18n import N_
 from wipeagent.models import (
     Booking,
     Canary,
@@ -261,15 +262,14 @@ FINAL_RESET_WATCH_S = 3600.0
 FINAL_RESET_PROBE_S = 30.0
 
 
-def final_reset_instructions(slot: str) -> tuple[str, ...]:
-    """What the technician is asked to do under policy.handoff = "final_reset"."""
-    return (
-        "The erase is verified. Reset the phone once more for its next owner: Settings > "
-        "System > Reset options > Erase all data (factory reset), and confirm.",
-        "Do not set the phone up: leave it at the first screen of the setup wizard.",
-        f"Then confirm it: wipeagent handoff {slot} (or Final reset done on the bench "
-        "page).",
-    )
+# What the technician is asked to do under policy.handoff = "final_reset" (English
+# msgids, shown translated by the bench page; `wipeagent status` adds the command).
+FINAL_RESET_INSTRUCTIONS = (
+    N_("The erase is verified. Reset the phone once more for its next owner: Settings > "
+       "System > Reset options > Erase all data (factory reset), and confirm."),
+    N_("Do not set the phone up: leave it at the first screen of the setup wizard."),
+    N_("Then confirm that the final reset is done: your name is recorded as its witness."),
+)
 
 
 def handoff_failures(handoff: Handoff | None) -> str | None:
@@ -777,7 +777,7 @@ class DeviceSession:
         as under policy restore and the final reset is recorded as failed."""
         self._emit(SessionStep.FINAL_RESET,
                    "the erase is verified: reset the phone once more for its "
-                   "next owner", instructions=final_reset_instructions(self.slot))
+                   "next owner", instructions=FINAL_RESET_INSTRUCTIONS)
         watcher = asyncio.ensure_future(
             self.driver.wait_until_gone(FINAL_RESET_WATCH_S))
         try:

@@ -94,7 +94,8 @@ class Harness:
 
 
 def config_for(state: Path, socket: Path, policy: str, confirm_timeout_s: float,
-               handoff: str = "restore", intake_wait_s: float = 0.0) -> AgentConfig:
+               handoff: str = "restore", intake_wait_s: float = 0.0,
+               imei_timeout_s: float = 300.0) -> AgentConfig:
     config = demo_config(state)
     return config.model_copy(update={
         "policy": config.policy.model_copy(update={"erase": policy, "handoff": handoff}),
@@ -102,7 +103,8 @@ def config_for(state: Path, socket: Path, policy: str, confirm_timeout_s: float,
                                                      "reboot_timeout_s": 200}),
         "control": ControlConfig(socket=str(socket), group="",
                                  confirm_timeout_s=confirm_timeout_s,
-                                 intake_wait_s=intake_wait_s),
+                                 intake_wait_s=intake_wait_s,
+                                 imei_timeout_s=imei_timeout_s),
     })
 
 
@@ -111,13 +113,14 @@ async def _control_bench(tmp_path: Path, profiles: list[str], *, policy: str = "
                         confirm_timeout_s: float = 3600, intake_wait_s: float = 0.0,
                         speed: float = SPEED,
                         metrics: Callable[[], str] | None = None,
-                        start: bool = True, handoff: str = "restore") -> AsyncIterator[Harness]:
+                        start: bool = True, handoff: str = "restore",
+                        imei_timeout_s: float = 300.0) -> AsyncIterator[Harness]:
     """Phones, agent (with make_gate's gate), ControlServer and a connected client."""
     clock = Clock(speed)
     # A unix socket path must stay under ~107 bytes; pytest's tmp_path can be longer.
     with tempfile.TemporaryDirectory(prefix="wac-") as short:
         config = config_for(tmp_path / "state", Path(short) / "control.sock", policy,
-                            confirm_timeout_s, handoff, intake_wait_s)
+                            confirm_timeout_s, handoff, intake_wait_s, imei_timeout_s)
         enrol(config.state_path, *OPERATORS)
         bench = BenchState(clock, station_id=config.station.id, policy=policy)
         async with SimBench(profiles=profiles, state_dir=tmp_path / "sims", clock=clock) as sim:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import chromium, screenshot
+from browser import chromium, page_errors, screenshot, untranslated
+from browser import tile as _tile
+from browser import wait_for as _wait
 
 from wipeagent.control.page import BenchPage
 from wipeagent.i18n import translator
@@ -20,43 +22,6 @@ PROFILES = ["pixel8-clean", "unencrypted", "rooted", "android9", "locked", "sams
             "bad-hang", "bad-disconnect", "bad-metachar", "bad-utf8", "bad-checksum",
             "bad-malformed"]
 WAITING = ("pixel8-clean", "unencrypted", "rooted", "android9")
-# Words that stay as they are in Chinese too (names of things, units).
-KEEP = {"IMEI", "PDF", "USB", "ID", "IMEI/SN"}
-
-
-async def _wait(page: Any, predicate: str, arg: Any = None, timeout_s: float = 120) -> None:
-    try:
-        await page.wait_for_function(predicate, arg=arg, timeout=timeout_s * 1000)
-    except Exception:
-        await screenshot(page, "failure")  # what the page showed when the wait gave up
-        raise
-
-
-def _tile(slot: str) -> str:
-    return f'.tile[data-slot="{slot}"]'
-
-
-async def untranslated(page: Any) -> list[str]:
-    """Visible words in Latin letters outside `.raw` (phone / operator / slot data)."""
-    words: list[str] = await page.evaluate("""() => {
-        const out = [];
-        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-            const el = n.parentElement;
-            if (!el || el.closest('.raw') || el.closest('.hidden')) continue;
-            if (getComputedStyle(el).display === 'none') continue;
-            out.push(...(n.textContent.match(/[A-Za-z][A-Za-z'-]+/g) || []));
-        }
-        for (const el of document.querySelectorAll('[placeholder],[aria-label],[title]')) {
-            if (el.closest('.raw')) continue;
-            for (const a of ['placeholder', 'aria-label', 'title']) {
-                const v = el.getAttribute(a);
-                if (v && !el.closest('.tile')) out.push(...(v.match(/[A-Za-z][A-Za-z'-]+/g) || []));
-            }
-        }
-        return out;
-    }""")
-    return sorted({w for w in words if w not in KEEP})
 
 
 @pytest.mark.timeout(900)
@@ -70,12 +35,7 @@ async def test_bench_page_end_to_end(control_bench: Any, tmp_path: Path) -> None
         try:
             async with chromium(tmp_path) as context:
                 page = await context.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                # A Content-Security-Policy refusal (an inline style, a foreign script) is
-                # a console error, not a page error: both fail the test.
-                page.on("console", lambda msg: errors.append(msg.text)
-                        if msg.type == "error" else None)
+                errors = page_errors(page)
                 await page.goto(page_server.url)
                 # Every phone gets a tile.
                 await _wait(page, "n => document.querySelectorAll('.tile').length >= n", 12)

@@ -9,7 +9,9 @@ import pytest
 
 from wipeagent.certs.pki import dev_trust_root
 from wipeagent.certs.verify import verify_certificate
+from wipeagent.control import cli
 from wipeagent.control.client import ControlApiError
+from wipeagent.control.desk import IMEI_INSTRUCTIONS
 from wipeagent.models import Outcome
 
 ALCATEL = "BLH4XC6LYP4TZD9P"  # the unencrypted profile, whose shell refuses the IMEI
@@ -38,7 +40,9 @@ async def test_technician_enters_the_imei_a_phone_refuses(control_bench: Any) ->
         slot = h.slots["unencrypted"]
         status = await h.until(_at_step(slot, "imei"))
         entry = next(s for s in status["slots"] if s["slot"] == slot)
-        assert any(f"wipeagent intake imei {slot}" in i for i in entry["instructions"])
+        assert entry["need"] == "enter_imei"
+        assert entry["instructions"] == list(IMEI_INSTRUCTIONS)  # msgids; shown translated
+        assert cli.need_command(entry) == f"wipeagent intake imei {slot} IMEI"
         with pytest.raises(ControlApiError) as nobody:
             await h.client.enter_imeis(slot, [ALCATEL_IMEI])
         assert (nobody.value.status, nobody.value.code) == (401, "not_signed_in")
@@ -73,8 +77,9 @@ async def test_final_reset_attested_through_the_api(control_bench: Any) -> None:
         phone = h.sim.phones[0].phone
         status = await h.until(_at_step(slot, "final_reset"), bench_seconds=3000)
         entry = next(s for s in status["slots"] if s["slot"] == slot)
+        assert entry["need"] == "final_reset"
         assert any("Erase all data" in i for i in entry["instructions"])
-        assert any(f"wipeagent handoff {slot}" in i for i in entry["instructions"])
+        assert cli.need_command(entry) == f"wipeagent handoff {slot}"
         await h.client.login("j.smith", h.pin)
         # The technician resets the phone from Settings, then says so.
         await phone.perform_manual_factory_reset()

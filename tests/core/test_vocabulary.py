@@ -152,3 +152,34 @@ def test_readers_of_events_know_every_session_step() -> None:
     assert set(STEP_PROGRESS) | NO_PROGRESS == set(SessionStep)
     assert not set(STEP_PROGRESS) & NO_PROGRESS
     assert set(SessionStep) == KNOWN_STEPS
+
+
+# Codes a technician never meets in words: a client's malformed request (the message says
+# what was wrong, for the developer), the agent's own start-up refusals (printed by
+# `wipeagent run`, never on the bench page), and the certificate verifier's reasons
+# (docs/certificate.md).
+NOT_FOR_THE_TECHNICIAN = {"bad_request", "no_metrics", "config_error", "startup_refused",
+                          "state_dir_busy", "control_error", "control_api"}
+
+
+def test_every_code_a_technician_can_meet_has_words() -> None:
+    """A code the page or the CLI shows (a refusal of an action, the reason a session
+    ended) is said in words from the catalogue, never shown as the code itself."""
+    from wipeagent.control.bench import FAILED, FIXABLE
+    from wipeagent.i18n.messages import ERRORS, NEEDS, REASONS, STEPS
+
+    refusals = set()
+    for path in sorted((PRODUCT / "control").rglob("*.py")):
+        rel = str(path.relative_to(PRODUCT.parent))
+        refusals |= set(codes_in(path.read_text(encoding="utf-8"), rel))
+    refusals = {c for c in refusals if c not in NOT_FOR_THE_TECHNICIAN}
+    assert refusals - set(ERRORS) - set(REASONS) - set(NEEDS) == set()
+    # Every error a session can end with (`DeviceSession._fail` puts its code among the
+    # outcome's reasons), and every reason a tile sorts as failed or fixable.
+    ending = {c.code for c in vars(errors).values()
+              if isinstance(c, type) and issubclass(c, errors.WipeAgentError)}
+    ending -= NOT_FOR_THE_TECHNICIAN
+    assert ending - set(REASONS) == set()
+    assert (set(FAILED) | set(FIXABLE)) - set(REASONS) == set()
+    assert set(FIXABLE.values()) - set(NEEDS) == set()
+    assert {s.value for s in SessionStep} - set(STEPS) == set()

@@ -1,6 +1,7 @@
 """What a technician can do at the bench, shared by the control socket (the CLI) and the
 bench page: sign in and out, confirm (one phone, several, all waiting), abort, mark a
-guided manual-reset step done, identify a phone, book a phone in by scanning a barcode.
+guided manual-reset step done, identify a phone, book a phone in by scanning a barcode,
+enter the IMEI a phone will not give (typed, or scanned), attest a final reset.
 
 Every action needs a live sign-in (`Actor`), is checked here (server side, whatever the
 client) and is recorded in the audit trail with the operator's name, whether it was
@@ -18,6 +19,7 @@ from typing import Any
 from wipeagent.clock import Clock
 from wipeagent.control.audit import AuditLog
 from wipeagent.control.bench import BenchState, ControlError
+from wipeagent.control.desk import BenchTechnician
 from wipeagent.control.intake import IMEI, SERIAL, IntakeList, luhn_ok, parse_entry
 from wipeagent.control.operators import (
     SOCKET_CHANNEL,
@@ -27,6 +29,7 @@ from wipeagent.control.operators import (
     check_name,
 )
 from wipeagent.errors import ConfigError
+from wipeagent.i18n import N_
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class BenchActions:
     audit: AuditLog
     registry: OperatorRegistry
     clock: Clock
+    technician: BenchTechnician  # the questions sessions ask of people (desk.py)
     throttle: Throttle = field(init=False)
     _references: dict[str, _Scan] = field(default_factory=dict)
 
@@ -230,26 +234,103 @@ class BenchActions:
                                 session_id=state.session_id or None, woke=woke)
         return {"slot": slot, "serial": serial, "woke": woke}
 
+    # -- what sessions ask of the technician ------------------------------------------------
+
+    async def enter_imeis(self, actor: Actor, slot: str, imeis: object, *,
+                          session_id: str | None = None, serial: str | None = None,
+                          via: str = "entry") -> dict[str, Any]:
+        """The IMEI(s) of the phone on `slot` that would not give them (`[]`: it has
+        none), typed or scanned (`via`) by the signed-in operator."""
+        try:
+            done = self.technician.answer_imeis(slot, imeis, operator=actor.operator,
+                                                session_id=session_id, serial=serial)
+        except ControlError as exc:
+            await self._refused(actor, "imei_entry", slot, exc)
+            raise
+        log.warning("[%s] IMEI(s) %s of serial %s entered by %s", slot,
+                    ", ".join(done["imeis"]) or "none", done["serial"], actor.operator)
+        await self.audit.record("imei_entry", "ok", operator=actor.operator,
+                                channel=actor.channel, remote=actor.remote, slot=slot,
+                                session_id=done["session_id"], serial=done["serial"],
+                                imeis=done["imeis"], via=via)
+        self.bench.touch(slot)
+        return done
+
+    async def attest_final_reset(self, actor: Actor, slot: str, *,
+                                 session_id: str | None = None,
+                                 serial: str | None = None) -> dict[str, Any]:
+        """The signed-in operator says the final reset (policy.handoff = "final_reset")
+        of the phone on `slot` is done: recorded as attested by them, never verified."""
+        try:
+            done = self.technician.attest(slot, operator=actor.operator,
+                                          session_id=session_id, serial=serial)
+        except ControlError as exc:
+            await self._refused(actor, "final_reset", slot, exc)
+            raise
+        log.warning("[%s] final reset of serial %s attested by %s", slot, done["serial"],
+                    actor.operator)
+        await self.audit.record("final_reset", "ok", operator=actor.operator,
+                                channel=actor.channel, remote=actor.remote, slot=slot,
+                                session_id=done["session_id"], serial=done["serial"])
+        self.bench.touch(slot)
+        return done
+
+    def _imei_for(self, code: str, slot: str | None) -> str | None:
+        """Which waiting phone a scanned IMEI answers: the selected slot's when it waits
+        for its IMEI (a selected tile that does not wait takes no IMEI); else the one
+        phone that waits, unless the IMEI is already known as another phone's (a
+        booking for a phone that gave it). None: the scan only books a phone in.
+        Several phones waiting and none selected: the technician must choose."""
+        waiting = self.technician.waiting_for_imeis()
+        if slot is not None:
+            return slot if slot in waiting else None
+        if not waiting:
+            return None
+        agent = self.bench.agent
+        known = {i for p in (agent.phones() if agent is not None else ())
+                 if p.identity is not None for i in p.identity.imeis}
+        if code in known:
+            return None
+        if len(waiting) > 1:
+            raise ControlError("choose_phone", f"{len(waiting)} phones wait for their IMEI "
+                               f"({', '.join(waiting[:8])}): which one is {code}?",
+                               status=409, hint=N_("select the phone's tile, then scan "
+                                                   "again"))
+        return waiting[0]
+
     # -- intake by barcode ----------------------------------------------------------------
 
-    async def scan(self, actor: Actor, code: object) -> dict[str, Any]:
+    async def scan(self, actor: Actor, code: object, *, slot: str | None = None,
+                   session_id: str | None = None) -> dict[str, Any]:
         """A barcode typed in by a USB scanner: an IMEI or a serial books the phone in
         (with the booking reference scanned just before, if any); a booking reference is
-        kept for the next phone scanned by the same operator."""
+        kept for the next phone scanned by the same operator. An IMEI also answers the
+        phone that waits for it (`_imei_for`: the selected `slot` — still holding
+        `session_id` when given — or the only phone waiting), after it is booked in, so
+        the session's booking lookup that follows the answer finds the entry."""
         if not isinstance(code, str):
             raise ControlError("bad_scan", "scan: a string", status=400)
         code = code.strip()
         now = self.clock.monotonic()
         pending = self._references.get(actor.token)
         reference = pending.reference if pending and now - pending.at < REFERENCE_TTL_S else ""
+        answers: str | None = None
         if IMEI.fullmatch(code):
             if not luhn_ok(code):
                 await self.audit.record("intake_scan", "refused", operator=actor.operator,
                                         channel=actor.channel, remote=actor.remote,
                                         code="bad_imei")
                 raise ControlError("bad_imei", f"{code} is not a valid IMEI (check digit)",
-                                   status=400, hint="scan the IMEI barcode again")
+                                   status=400, hint=N_("scan the IMEI barcode again"))
             raw: dict[str, str] = {"imei": code}
+            try:
+                answers = self._imei_for(code, slot)
+                if answers is not None:  # nothing booked for a phone that changed
+                    self.technician.check_imei_request(
+                        answers, session_id=session_id if answers == slot else None)
+            except ControlError as exc:
+                await self._refused(actor, "intake_scan", answers or slot, exc)
+                raise
         elif REFERENCE.fullmatch(code) and not code.isdigit():
             if len(self._references) > 256:
                 self._references.clear()
@@ -257,20 +338,33 @@ class BenchActions:
             await self.audit.record("intake_scan", "ok", operator=actor.operator,
                                     channel=actor.channel, remote=actor.remote,
                                     reference=code)
-            return {"reference": code, "booked": None}
+            return {"reference": code, "booked": None, "imei_entered": None}
         elif SERIAL.fullmatch(code):
             raw = {"serial": code}
         else:
             raise ControlError("bad_scan", "not an IMEI, a serial number or a booking "
-                               "reference", status=400, hint="scan the barcode again")
+                               "reference", status=400, hint=N_("scan the barcode again"))
         if reference:
             raw["reference"] = reference
-        entry = parse_entry(raw, source="scanner", added_by=actor.operator)
-        await self.intake.add([entry])
-        self._references.pop(actor.token, None)
-        self.bench.intake_added()
-        await self.audit.record("intake_scan", "ok", operator=actor.operator,
-                                channel=actor.channel, remote=actor.remote,
-                                kind=entry.kind, identifier=entry.identifier,
-                                reference=entry.reference)
-        return {"booked": entry.as_dict(), "reference": entry.reference or None}
+        booked = None
+        # An IMEI scanned for a phone that asked for it is its answer; it books the phone
+        # in too when a booking reference was scanned before it, or under policy intake
+        # (where scanning is booking in). Otherwise the certificate would claim a booking
+        # nobody made.
+        if answers is None or reference or self.bench.policy == "intake":
+            entry = await self.intake.add_scanned(
+                parse_entry(raw, source="scanner", added_by=actor.operator))
+            self._references.pop(actor.token, None)
+            self.bench.intake_added()
+            await self.audit.record("intake_scan", "ok", operator=actor.operator,
+                                    channel=actor.channel, remote=actor.remote,
+                                    kind=entry.kind, identifier=entry.identifier,
+                                    reference=entry.reference)
+            booked = entry.as_dict()
+        entered = None
+        if answers is not None:
+            entered = await self.enter_imeis(
+                actor, answers, [code], session_id=session_id if answers == slot else None,
+                via="scan")
+        return {"booked": booked, "reference": (booked or {}).get("reference") or None,
+                "imei_entered": entered}

@@ -69,7 +69,9 @@ FIXABLE: dict[str, str] = {
 FAILED: frozenset[str] = frozenset({
     "device_gone", "device_timeout", "protocol_error", "bad_device_data",
     "identity_mismatch", "validation_failed", "verification_failed", "store_error",
-    "device_error", "error",
+    "device_error", "error", "command_failed", "usb_interface_busy", "usbmuxd_wire",
+    "journal_refused", "journal_damaged", "journal_behind", "certificate_error",
+    "internal_error",
 })
 # Tile states, in the order the page counts them.
 STATES = ("working", "needs_you", "erased", "not_erased", "failed")

@@ -38,6 +38,14 @@ WIDTH = 80
 STATE_STYLE = {"working": "blue", "needs_you": "bold yellow", "erased": "green",
                "not_erased": "magenta", "failed": "bold red", "empty": "dim"}
 COUNTED = ("working", "needs_you", "erased", "not_erased", "failed")
+# The command that answers what a phone waits for, shown at the end of its line (the
+# instruction is cut to make room, never the command). The other needs are done on the
+# phone itself (unlock, tap Trust, remove the account, then replug).
+NEED_COMMANDS = {"confirm_erase": "wipeagent confirm {slot}",
+                 "enter_imei": "wipeagent intake imei {slot} IMEI",
+                 "final_reset": "wipeagent handoff {slot}",
+                 "manual_reset": "wipeagent manual-step {slot} {step}",
+                 "scan_intake": "wipeagent scan IMEI"}
 
 
 def language(args: argparse.Namespace) -> str:
@@ -122,6 +130,16 @@ def detail(slot: dict[str, Any], _: Translator) -> str:
     return f"{_(STEPS.get(step, step))} {progress:.0%}"
 
 
+def need_command(slot: dict[str, Any]) -> str:
+    """The command that does what the phone on `slot` waits for ("" when it is done on
+    the phone itself)."""
+    command = NEED_COMMANDS.get(slot.get("need") or "")
+    if not command:
+        return ""
+    return command.format(slot=slot.get("slot", ""),
+                          step=int(slot.get("manual_done") or 0) + 1)
+
+
 def render_status(status: dict[str, Any], _: Translator, width: int = WIDTH) -> Text:
     """The bench in `width` columns: a header with the counts, then one line per phone
     (slot, phone, then the instruction, reason or step). Phone-supplied strings are plain
@@ -155,8 +173,20 @@ def render_status(status: dict[str, Any], _: Translator, width: int = WIDTH) -> 
         line = Text()
         line.append(mark + " ", style=STATE_STYLE.get(state, ""))
         line.append(_pad(str(slot.get("slot", "")), slot_w) + " ")
-        line.append(_pad(_phone(slot), phone_w) + " ")
-        line.append(_fit(detail(slot, _), rest), style=STATE_STYLE.get(state, ""))
+        command = need_command(slot)
+        # The command is never cut: on a narrow terminal the phone's column gives way.
+        phone_cells = max(4, phone_w - max(0, _cells(command) - rest))
+        room = rest + phone_w - phone_cells
+        line.append(_pad(_phone(slot), phone_cells) + " ")
+        words = room - _cells(command) - 4 if command else room
+        if command and words < 12:  # too narrow for both: the command says what to do
+            line.append(_fit(command, room), style="bold")
+        else:
+            line.append(_fit(detail(slot, _), words if command else room),
+                        style=STATE_STYLE.get(state, ""))
+            if command:
+                line.append(" -> ")
+                line.append(command, style="bold")
         out.append_text(line)
         out.append("\n")
     delivery = status.get("delivery") or {}
@@ -287,12 +317,23 @@ async def _manual_step(args: argparse.Namespace) -> int:
 async def _scan(args: argparse.Namespace) -> int:
     _ = translator(language(args))
     async with ControlClient(socket_path(args)) as client:
-        done = await client.call("POST", "/intake/scan", {"code": args.code})
-    if done.get("booked"):
-        print(_.fill("booked in: %(id)s", id=done["booked"]["identifier"]))
-    else:
+        body: dict[str, Any] = {"code": args.code}
+        if args.slot:
+            seen = await client.call("GET", f"/slots/{_quote(args.slot)}")
+            body.update(slot=args.slot, session_id=seen.get("session_id"))
+        done = await client.call("POST", "/intake/scan", body)
+    booked, entered = done.get("booked"), done.get("imei_entered")
+    if booked:
+        print(_.fill("booked in: %(id)s (reference %(ref)s)", id=booked["identifier"],
+                     ref=booked["reference"]) if booked.get("reference")
+              else _.fill("booked in: %(id)s", id=booked["identifier"]))
+    if entered:
+        print(_.fill("%(slot)s: IMEI %(imeis)s entered by %(operator)s for serial "
+                     "%(serial)s", slot=entered["slot"], imeis=", ".join(entered["imeis"]),
+                     operator=entered["entered_by"], serial=entered["serial"]))
+    if not booked and not entered:
         print(_.fill("booking reference %(ref)s: now scan the phone's IMEI",
-                       ref=done["reference"]))
+                     ref=done["reference"]))
     return 0
 
 
@@ -376,6 +417,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 async def _intake(args: argparse.Namespace) -> int:
+    _ = translator(language(args))
+    if args.intake_command == "imei" and args.none == bool(args.imeis):
+        print(_("give the phone's IMEI (two for a dual-SIM phone), or only --none for a "
+                "device without a modem"), file=sys.stderr)
+        return EXIT_REFUSED
     async with ControlClient(socket_path(args)) as client:
         if args.intake_command == "list":
             entries = await client.intake()
@@ -385,38 +431,47 @@ async def _intake(args: argparse.Namespace) -> int:
             for e in entries:
                 print(f"{e['kind']:<6} {e['identifier']:<20} {e['reference'] or '-':<24} "
                       f"{e['source']} {e['added_at']}")
-            print(f"{len(entries)} phone(s) booked in")
+            print(_.fill("%(n)s phone(s) booked in", n=len(entries)))
             return 0
         if args.intake_command == "add":
             entry = {"imei": args.imei} if args.imei else {"serial": args.serial}
             if args.reference:
                 entry["reference"] = args.reference
             await client.add_intake([entry])
-            print(f"booked in: {next(iter(entry.values()))}"
-                  + (f" (reference {args.reference})" if args.reference else ""))
+            identifier = next(iter(entry.values()))
+            print(_.fill("booked in: %(id)s (reference %(ref)s)", id=identifier,
+                         ref=args.reference) if args.reference
+                  else _.fill("booked in: %(id)s", id=identifier))
             return 0
         if args.intake_command == "remove":
             await client.remove_intake(args.identifier)
-            print(f"removed: {args.identifier}")
+            print(_.fill("removed: %(id)s", id=args.identifier))
             return 0
         # imei: the IMEI(s) of a phone on a slot that would not give them itself.
         slot = await client.call("GET", f"/slots/{_quote(args.slot)}")
         done = await client.enter_imeis(args.slot, [] if args.none else args.imeis,
                                         session_id=slot.get("session_id"),
                                         serial=(slot.get("phone") or {}).get("serial"))
-        print(f"{args.slot}: IMEI {', '.join(done['imeis']) or 'none'} entered by "
-              f"{done['entered_by']} for serial {done['serial']}")
+        if done["imeis"]:
+            print(_.fill("%(slot)s: IMEI %(imeis)s entered by %(operator)s for serial "
+                         "%(serial)s", slot=args.slot, imeis=", ".join(done["imeis"]),
+                         operator=done["entered_by"], serial=done["serial"]))
+        else:
+            print(_.fill("%(slot)s: no IMEI (a device without a modem), entered by "
+                         "%(operator)s for serial %(serial)s", slot=args.slot,
+                         operator=done["entered_by"], serial=done["serial"]))
         return 0
 
 
 async def _handoff(args: argparse.Namespace) -> int:
+    _ = translator(language(args))
     async with ControlClient(socket_path(args)) as client:
         slot = await client.call("GET", f"/slots/{_quote(args.slot)}")
         done = await client.attest_final_reset(
             args.slot, session_id=slot.get("session_id"),
             serial=(slot.get("phone") or {}).get("serial"))
-    print(f"{args.slot}: final reset of serial {done['serial']} attested by "
-          f"{done['attested_by']}")
+    print(_.fill("%(slot)s: final reset of serial %(serial)s attested by %(operator)s",
+                 slot=args.slot, serial=done["serial"], operator=done["attested_by"]))
     return 0
 
 
@@ -466,6 +521,11 @@ def cmd_logout(args: argparse.Namespace) -> int:
 def cmd_intake(args: argparse.Namespace) -> int:
     """`wipeagent intake list | add | remove | imei`: the intake list and IMEI entry."""
     return _run(_intake(args), args)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """`wipeagent scan CODE [--slot SLOT]`: a barcode, as the bench page's scanner field."""
+    return _run(_scan(args), args)
 
 
 def cmd_handoff(args: argparse.Namespace) -> int:
@@ -556,10 +616,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("step", metavar="N", type=int, help="the step's number (1 = first)")
     p.set_defaults(func=lambda a: _run(_manual_step(a), a))
 
-    p = subparsers.add_parser("scan", help="book a phone in: an IMEI, serial or reference")
+    p = subparsers.add_parser("scan", help="book a phone in: an IMEI, serial or reference "
+                              "(an IMEI also answers the phone waiting for it)")
     _common(p)
     p.add_argument("code", metavar="CODE")
-    p.set_defaults(func=lambda a: _run(_scan(a), a))
+    p.add_argument("--slot", help="the phone an IMEI is for, when several wait for theirs")
+    p.set_defaults(func=cmd_scan)
 
     p = subparsers.add_parser("certificate",
                               help="save a certificate (of a SLOT's phone, or by id)")

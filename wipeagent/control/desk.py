@@ -4,15 +4,17 @@ What a session asks of the people at the bench waits here until a signed-in oper
 answers through the control API, or until its deadline passes:
 
 - a phone that would not give its IMEI: `POST /slots/{slot}/imei {"imeis": [...]}`
-  (`wipeagent intake imei SLOT IMEI...`, or a barcode scanned on the bench page), within
-  `control.imei_timeout_s`; then the session goes on without one;
+  (`wipeagent intake imei SLOT IMEI...`; on the bench page the IMEI field of its tile,
+  or a barcode scanned while it is the only phone waiting for one or its tile is
+  selected), within `control.imei_timeout_s`; then the session goes on without one;
 - the final reset of policy.handoff = "final_reset": `POST /slots/{slot}/handoff`
-  (`wipeagent handoff SLOT`), within `control.final_reset_timeout_s`; then the hand-off
-  is recorded as failed.
+  (`wipeagent handoff SLOT`, "Final reset done" on the bench page), within
+  `control.final_reset_timeout_s`; then the hand-off is recorded as failed.
 
 Like a confirmation, an answer names the session or serial the technician looked at, so
-an answer meant for a phone that was swapped meanwhile is refused. Booking lookups go to
-the intake list (`control.intake`).
+an answer meant for a phone that was swapped meanwhile is refused. Who answers is the
+signed-in operator the caller proved (`control.actions`, which also keeps the audit
+trail). Booking lookups go to the intake list (`control.intake`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 from wipeagent.clock import Clock
 from wipeagent.control.bench import BenchState, ControlError
 from wipeagent.control.intake import IntakeList
+from wipeagent.i18n import N_
 from wipeagent.identifiers import valid_imei
 from wipeagent.models import Booking, DeviceIdentity
-from wipeagent.session import SessionEvent, final_reset_instructions
+from wipeagent.session import FINAL_RESET_INSTRUCTIONS, SessionEvent
 from wipeagent.steps import SessionStep
 from wipeagent.technician import MAX_IMEIS, Attestation, EnteredImeis
 
@@ -35,6 +38,15 @@ if TYPE_CHECKING:
     from wipeagent.session import DeviceSession
 
 log = logging.getLogger(__name__)
+
+# What the technician is asked for a phone that will not give its IMEI (English msgids,
+# shown translated by the bench page; `wipeagent status` adds the command that answers).
+IMEI_INSTRUCTIONS = (
+    N_("Scan the IMEI barcode (on the box or the SIM tray), or dial *#06# on the phone "
+       "and type the number."),
+    N_("A dual-SIM phone has two IMEIs: enter both, separated by a space."),
+    N_("A device without a modem has no IMEI: record that it has none."),
+)
 
 
 @dataclass
@@ -67,15 +79,16 @@ def check_imeis(raw: object) -> tuple[str, ...]:
     An empty list says "this phone has no IMEI" (a device without a modem)."""
     if not isinstance(raw, list) or len(raw) > MAX_IMEIS:
         raise ControlError("bad_imei", f"imeis: a list of at most {MAX_IMEIS} IMEIs",
-                           status=400)
+                           status=400, hint=N_("give one or two IMEIs, or none for a "
+                                               "device without a modem"))
     imeis: list[str] = []
     for value in raw:
         if not isinstance(value, str) or not valid_imei(value.strip()):
             shown = str(value)[:20]
             raise ControlError("bad_imei", f"{shown!r} is not a valid IMEI (15 digits with "
                                "their check digit)", status=400,
-                               hint="scan the IMEI barcode again, or type it from *#06# "
-                                    "or the SIM tray")
+                               hint=N_("scan the IMEI barcode again, or type it from "
+                                       "*#06# or the SIM tray"))
         if value.strip() not in imeis:
             imeis.append(value.strip())
     return tuple(imeis)
@@ -126,12 +139,7 @@ class BenchTechnician:
         request = self._open("imei", session, identity)
         _emit(session, self.bench, SessionStep.IMEI,
               f"{identity.manufacturer} {identity.model} serial {identity.serial} did not "
-              "give its IMEI: scan or type it",
-              instructions=(f"scan the IMEI barcode (box, SIM tray) of the phone on "
-                            f"{session.slot}, or dial *#06# on it and type the number",
-                            f"wipeagent intake imei {session.slot} IMEI [IMEI2]",
-                            f"no IMEI (a device without a modem): wipeagent intake imei "
-                            f"{session.slot} --none"))
+              "give its IMEI: scan or type it", instructions=IMEI_INSTRUCTIONS)
         answer = await self._wait(request, self.imei_timeout_s)
         if answer is None:
             _emit(session, self.bench, SessionStep.IMEI, f"no IMEI entered within "
@@ -153,7 +161,7 @@ class BenchTechnician:
         request = self._open("final_reset", session, identity)
         _emit(session, self.bench, SessionStep.FINAL_RESET,
               "waiting for the technician to reset the phone once more and confirm it",
-              instructions=final_reset_instructions(session.slot))
+              instructions=FINAL_RESET_INSTRUCTIONS)
         answer = await self._wait(request, self.final_reset_timeout_s)
         if answer is None:
             _emit(session, self.bench, SessionStep.FINAL_RESET, "nobody confirmed the final reset "
@@ -165,36 +173,46 @@ class BenchTechnician:
 
     def _pending(self, kind: str, slot: str, session_id: str | None,
                  serial: str | None) -> _Request:
-        if self.bench.operator is None:
-            raise ControlError("not_signed_in", "nobody is signed in at this bench",
-                               status=401, hint="sign in first: `wipeagent login NAME`")
         request = self.pending.get((kind, slot))
         if request is None or request.answer.done():
             what = "an IMEI" if kind == "imei" else "the final reset"
             raise ControlError("nothing_to_answer", f"no phone on slot {slot} waits for "
-                               f"{what}", hint="check `wipeagent status` for the slot name")
+                               f"{what}", hint=N_("check `wipeagent status` for the slot "
+                                                  "name"))
         if session_id is not None and session_id != request.session_id:
             raise ControlError("session_changed", f"slot {slot} now holds session "
                                f"{request.session_id}, not {session_id}",
-                               hint="look at the phone again")
+                               hint=N_("look at the phone again"))
         if serial is not None and serial != request.serial:
             raise ControlError("phone_changed", f"the phone on slot {slot} has serial "
-                               f"{request.serial}", hint="look at the phone again")
+                               f"{request.serial}", hint=N_("look at the phone again"))
         return request
 
-    def answer_imeis(self, slot: str, raw: object, *, session_id: str | None = None,
+    def waiting_for_imeis(self) -> list[str]:
+        """The slots whose phone waits for the technician to enter its IMEI, in order."""
+        return sorted(slot for (kind, slot), request in self.pending.items()
+                      if kind == "imei" and not request.answer.done())
+
+    def check_imei_request(self, slot: str, *, session_id: str | None = None,
+                           serial: str | None = None) -> None:
+        """ControlError unless the phone on `slot` (still) waits for its IMEI."""
+        self._pending("imei", slot, session_id, serial)
+
+    def answer_imeis(self, slot: str, raw: object, *, operator: str,
+                     session_id: str | None = None,
                      serial: str | None = None) -> dict[str, Any]:
-        """The technician's IMEIs for the phone waiting on `slot`."""
+        """`operator`'s IMEIs for the phone waiting on `slot` (the caller proved the
+        sign-in)."""
         request = self._pending("imei", slot, session_id, serial)
         imeis = check_imeis(raw)
-        request.answer.set_result((imeis, self.bench.operator))
+        request.answer.set_result((imeis, operator))
         return {"slot": slot, "session_id": request.session_id, "serial": request.serial,
-                "imeis": list(imeis), "entered_by": self.bench.operator}
+                "imeis": list(imeis), "entered_by": operator}
 
-    def attest(self, slot: str, *, session_id: str | None = None,
+    def attest(self, slot: str, *, operator: str, session_id: str | None = None,
                serial: str | None = None) -> dict[str, Any]:
-        """The technician says the final reset of the phone on `slot` is done."""
+        """`operator` says the final reset of the phone on `slot` is done."""
         request = self._pending("final_reset", slot, session_id, serial)
-        request.answer.set_result(((), self.bench.operator))
+        request.answer.set_result(((), operator))
         return {"slot": slot, "session_id": request.session_id, "serial": request.serial,
-                "attested_by": self.bench.operator}
+                "attested_by": operator}

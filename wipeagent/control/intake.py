@@ -118,6 +118,33 @@ class IntakeList:
 
         return await self.store.run(write)
 
+    async def add_scanned(self, entry: IntakeEntry) -> IntakeEntry:
+        """Book in one scanned phone; returns the entry as held. A scan without a booking
+        reference never replaces an entry already listed for that identifier (the
+        platform's booking with its reference stays what the phone matches); a scan
+        with a reference (scanned just before) updates it."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+
+        def write(db: sqlite3.Connection) -> IntakeEntry:
+            db.execute(_TABLE)
+            db.execute("BEGIN IMMEDIATE")
+            held = db.execute(
+                "SELECT identifier, kind, source, reference, added_by, added_at"
+                " FROM control_intake WHERE identifier = ?", (entry.identifier,)).fetchone()
+            if held is not None and not entry.reference:
+                db.execute("COMMIT")
+                return _row(held)
+            db.execute(
+                "INSERT OR REPLACE INTO control_intake (identifier, kind, source, reference,"
+                " added_by, added_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.identifier, entry.kind, entry.source, entry.reference,
+                 entry.added_by, now))
+            db.execute("COMMIT")
+            return IntakeEntry(entry.identifier, entry.kind, entry.source, entry.reference,
+                               entry.added_by, now)
+
+        return await self.store.run(write)
+
     async def replace_source(self, source: str, entries: list[IntakeEntry]) -> int:
         """A feed's full list: drop this source's entries and add these, atomically."""
         now = datetime.now(UTC).isoformat(timespec="seconds")

@@ -6,9 +6,10 @@
 - `GET /api/events`: the bench as a server-sent event stream (`snapshot` once, then
   `slot` and `header` for each change, coalesced over at most 100 ms).
 - `POST /api/...`: the actions (sign in / out, confirm, confirm all, abort, manual step,
-  identify, scan), checked and journaled by `actions.BenchActions`.
+  identify, scan, the IMEI of a phone that will not give it, the final reset done),
+  checked and journaled by `actions.BenchActions`.
 - `GET /api/i18n/{lang}`: the message catalogue for the page (wipeagent.i18n).
-- `GET /certificates/{id}.pdf`: a certificate's PDF.
+- `GET /certificates/{id}.pdf`: a certificate's PDF; `{id}.jws.json`: its signed file.
 
 Security (docs/technician-guide.md, docs/api.md):
 - Every POST needs the `X-CSRF-Token` header (HMAC of this browser's cookie under a key
@@ -120,8 +121,11 @@ class BenchPage:
         r.add_post("/api/slots/{slot}/abort", self.post_abort)
         r.add_post("/api/slots/{slot}/manual-step", self.post_manual_step)
         r.add_post("/api/slots/{slot}/identify", self.post_identify)
+        r.add_post("/api/slots/{slot}/imei", self.post_imei)
+        r.add_post("/api/slots/{slot}/handoff", self.post_handoff)
         r.add_post("/api/scan", self.post_scan)
         r.add_get("/certificates/{certificate_id}.pdf", self.get_pdf)
+        r.add_get("/certificates/{certificate_id}.jws.json", self.get_signed)
         return app
 
     async def start(self) -> None:
@@ -370,6 +374,14 @@ class BenchPage:
                 "Content-Disposition"].replace("attachment", "inline")
         return response
 
+    async def get_signed(self, request: web.Request) -> web.Response:
+        """The signed certificate as stored (what the platform ingests and anyone can
+        check with `wipeagent verify`), as a download."""
+        certificate_id = request.match_info["certificate_id"]
+        if not re.fullmatch(r"[0-9a-f-]{36}", certificate_id):
+            raise ControlError("no_such_certificate", "not a certificate id", status=404)
+        return await self.control.signed_response(certificate_id)
+
     # -- actions -------------------------------------------------------------------------
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -433,10 +445,30 @@ class BenchPage:
         return web.json_response(await self.actions.identify(actor,
                                                              request.match_info["slot"]))
 
-    async def post_scan(self, request: web.Request) -> web.Response:
+    async def post_imei(self, request: web.Request) -> web.Response:
+        """The IMEI(s) typed into the tile of a phone that would not give them."""
         actor = self._web_actor(request)
         body = await self._body(request)
-        return web.json_response(await self.actions.scan(actor, body.get("code")))
+        return web.json_response(await self.actions.enter_imeis(
+            actor, request.match_info["slot"], body.get("imeis"),
+            session_id=_str(body, "session_id"), serial=_str(body, "serial")))
+
+    async def post_handoff(self, request: web.Request) -> web.Response:
+        """"Final reset done" (policy.handoff = "final_reset")."""
+        actor = self._web_actor(request)
+        body = await self._body(request)
+        return web.json_response(await self.actions.attest_final_reset(
+            actor, request.match_info["slot"], session_id=_str(body, "session_id"),
+            serial=_str(body, "serial")))
+
+    async def post_scan(self, request: web.Request) -> web.Response:
+        """A scanned barcode; `slot`: the selected tile (an IMEI answers its phone when
+        it waits for one)."""
+        actor = self._web_actor(request)
+        body = await self._body(request)
+        return web.json_response(await self.actions.scan(
+            actor, body.get("code"), slot=_str(body, "slot"),
+            session_id=_str(body, "session_id")))
 
 
 def _public(path: str) -> bool:

@@ -179,7 +179,8 @@ class ControlServer:
             final_reset_timeout_s=config.control.final_reset_timeout_s)
         self.audit = AuditLog(store)
         self.registry = OperatorRegistry.for_state_dir(config.state_path)
-        self.actions = BenchActions(bench, self.intake, self.audit, self.registry, bench.clock)
+        self.actions = BenchActions(bench, self.intake, self.audit, self.registry, bench.clock,
+                                    self.technician)
         self._expiry: asyncio.Task[None] | None = None
         self._pdf_executor = ThreadPoolExecutor(max_workers=1,
                                                 thread_name_prefix="wipeagent-pdf")
@@ -381,8 +382,11 @@ class ControlServer:
         return web.json_response(await self.actions.identify(self._actor(), _slot(request)))
 
     async def post_intake_scan(self, request: web.Request) -> web.Response:
+        """POST /intake/scan {"code", "slot"?, "session_id"?}: a scanned barcode."""
         body = await _json_body(request)
-        return web.json_response(await self.actions.scan(self._actor(), body.get("code")))
+        return web.json_response(await self.actions.scan(
+            self._actor(), body.get("code"), slot=_optional_str(body, "slot"),
+            session_id=_optional_str(body, "session_id")))
 
     async def get_audit(self, request: web.Request) -> web.Response:
         """GET /audit?limit=N&action=A: the newest entries of the audit trail."""
@@ -400,32 +404,18 @@ class ControlServer:
         """POST /slots/{slot}/imei {"imeis": [...]}: the IMEI(s) of a phone that would not
         give them (scanned or typed by the signed-in operator; [] for none)."""
         body = await _json_body(request)
-        slot = _slot(request)
-        actor = self._actor()  # a proved sign-in, recorded in the audit trail
-        done = self.technician.answer_imeis(slot, body.get("imeis"),
-                                            session_id=_optional_str(body, "session_id"),
-                                            serial=_optional_str(body, "serial"))
-        log.warning("[%s] IMEI(s) %s of serial %s entered by %s", slot,
-                    ", ".join(done["imeis"]) or "none", done["serial"], done["entered_by"])
-        await self.audit.record("imei_entry", "ok", operator=actor.operator,
-                                channel=actor.channel, remote=actor.remote, slot=slot,
-                                session_id=done["session_id"], imeis=done["imeis"])
-        return web.json_response(done)
+        return web.json_response(await self.actions.enter_imeis(
+            self._actor(), _slot(request), body.get("imeis"),
+            session_id=_optional_str(body, "session_id"),
+            serial=_optional_str(body, "serial")))
 
     async def post_handoff(self, request: web.Request) -> web.Response:
         """POST /slots/{slot}/handoff: the signed-in operator attests the final reset
         (policy.handoff = "final_reset") of the phone on the slot."""
         body = await _json_body(request)
-        slot = _slot(request)
-        actor = self._actor()
-        done = self.technician.attest(slot, session_id=_optional_str(body, "session_id"),
-                                      serial=_optional_str(body, "serial"))
-        log.warning("[%s] final reset of serial %s attested by %s", slot, done["serial"],
-                    done["attested_by"])
-        await self.audit.record("final_reset", "ok", operator=actor.operator,
-                                channel=actor.channel, remote=actor.remote, slot=slot,
-                                session_id=done["session_id"])
-        return web.json_response(done)
+        return web.json_response(await self.actions.attest_final_reset(
+            self._actor(), _slot(request), session_id=_optional_str(body, "session_id"),
+            serial=_optional_str(body, "serial")))
 
     async def post_reverify(self, request: web.Request) -> web.Response:
         """Re-running verification inside a finished session is refused on purpose (see
@@ -484,6 +474,10 @@ class ControlServer:
     async def get_certificate(self, request: web.Request) -> web.Response:
         """GET /certificates/{id}: the signed certificate exactly as stored."""
         return self._file_response(await self._row(_certificate_id(request)))
+
+    async def signed_response(self, certificate_id: str) -> web.Response:
+        """A certificate's signed file exactly as stored (the bench page's download)."""
+        return self._file_response(await self._row(certificate_id))
 
     async def get_session_certificate(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]

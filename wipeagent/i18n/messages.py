@@ -27,6 +27,7 @@ STEPS: dict[str, str] = {
     "imei": N_("waiting for the IMEI"),
     "handoff": N_("handing the phone off"),
     "final_reset": N_("waiting for the final reset"),
+    "attention": N_("waiting for you"),
 }
 
 # Tile states (BenchState: tile_state) and the counts at the top of the page.
@@ -65,10 +66,10 @@ NEEDS: dict[str, str] = {
     "remove_device_owner": N_("The phone is managed by an organisation: have it released "
                               "from management, then plug it in again."),
     "notice": N_("Look at the phone: the bench cannot talk to it yet."),
-    "enter_imei": N_("The phone does not give its IMEI: scan or type it "
-                     "(`wipeagent intake imei SLOT IMEI`)."),
-    "final_reset": N_("Reset the phone once more (Settings > Reset), then confirm it "
-                      "(`wipeagent handoff SLOT`)."),
+    "enter_imei": N_("The phone does not give its IMEI: scan its IMEI barcode (box or SIM "
+                     "tray) or type it from *#06#."),
+    "final_reset": N_("Erased and verified. Reset it once more from Settings for its next "
+                      "owner, leave it at the setup wizard, then confirm the final reset."),
 }
 
 # Why a phone was not erased (outcome reason codes; refusal and error codes).
@@ -99,6 +100,19 @@ REASONS: dict[str, str] = {
     "device_error": N_("The phone could not be handled."),
     "already_certified": N_("Already certified before the agent started; unplug the phone "
                             "and plug it in again to process it again."),
+    "command_failed": N_("The phone refused a command the bench sent it."),
+    "usb_interface_busy": N_("Another program holds the phone's USB connection (often an "
+                             "adb server): stop it, then unplug the phone and plug it in "
+                             "again."),
+    "usbmuxd_wire": N_("The iPhone connection service (usbmuxd) answered something the "
+                       "bench could not understand."),
+    "journal_refused": N_("The bench's journal refused the write."),
+    "journal_damaged": N_("The bench's journal is damaged."),
+    "journal_behind": N_("The bench's journal went backwards (restored from an older "
+                         "copy)."),
+    "certificate_error": N_("The certificate could not be made."),
+    "internal_error": N_("The agent failed unexpectedly: set the phone aside and report it "
+                         "with the agent log."),
     "error": N_("The session failed."),
 }
 
@@ -123,13 +137,38 @@ ERRORS: dict[str, str] = {
     "session_changed": N_("This slot holds another session now: look at the phone again."),
     "phone_changed": N_("This slot holds another phone now: look at the phone again."),
     "no_manual_reset": N_("This phone is not in a guided manual reset."),
+    "nothing_to_answer": N_("No phone on this slot waits for that (an IMEI or a final "
+                            "reset): it may have moved on."),
+    "choose_phone": N_("Several phones wait for their IMEI: select the phone's tile, then "
+                       "scan again."),
+    "bad_intake": N_("Not a valid intake entry: an IMEI (15 digits) or a serial number, "
+                     "and a booking reference of up to 100 characters."),
     "no_such_slot": N_("There is no such slot on this bench."),
+    "no_such_session": N_("There is no such session."),
+    "no_such_certificate": N_("There is no such certificate (yet)."),
+    "no_such_entry": N_("That phone is not on the intake list."),
+    "session_running": N_("The phone's session is still running: wait for it to finish."),
+    "reverify_not_in_place": N_("A finished phone is not checked again in place: unplug it "
+                                "and plug it in again."),
+    "no_trust_root": N_("The bench has no trust root to check certificates with, so no PDF."),
+    "operators_unavailable": N_("The operators file cannot be read: call the "
+                                "administrator."),
+    "weak_secret": N_("A PIN or password has 6 to 256 characters and no control "
+                      "characters."),
+    "operator_exists": N_("This operator is already enrolled."),
+    "too_many_operators": N_("No more operators can be enrolled on this bench."),
+    "bad_host": N_("Open the bench page at the address the agent prints."),
     "bad_scan": N_("Not an IMEI, a serial number or a booking reference: scan again."),
     "bad_imei": N_("Not a valid IMEI (check digit): scan again."),
     "bad_origin": N_("Request from another site refused."),
     "bad_csrf": N_("The page is out of date: reload it."),
     "replayed": N_("This request was already carried out."),
     "unreachable": N_("Cannot reach the agent: is it running?"),
+    "timeout": N_("The agent did not answer in time."),
+    "too_large": N_("The agent's answer is too large."),
+    "bad_answer": N_("The agent's answer could not be read."),
+    "http_error": N_("The agent refused the request."),
+    "no_such_operator": N_("No operator of that name is enrolled."),
 }
 
 CHECK_STATUSES: dict[str, str] = {

@@ -14,6 +14,18 @@ function _(msgid) { return state.messages[msgid] || msgid; }
 function fmt(text, params) {
   return text.replace(/%\((\w+)\)s/g, (m, k) => (k in params ? String(params[k]) : m));
 }
+// A translated sentence whose values (slots, serials, IMEIs, names) stay raw text nodes.
+function fmtRaw(text, params) {
+  const out = [];
+  let last = 0;
+  text.replace(/%\((\w+)\)s/g, (m, k, at) => {
+    out.push(text.slice(last, at), k in params ? raw(String(params[k])) : m);
+    last = at + m.length;
+    return m;
+  });
+  out.push(text.slice(last));
+  return out.filter((part) => part !== "");
+}
 function code(table, key) {
   const t = state.codes[table] || {};
   return t[key] || key;
@@ -135,7 +147,7 @@ async function confirmSlot(slot) {
   const s = state.slots.get(slot);
   const ok = await act(_("Confirm"), () => post("/api/slots/" + encodeURIComponent(slot) + "/confirm",
     { session_id: s.session_id, serial: s.phone ? s.phone.serial : null }));
-  if (ok) toast(fmt(_("Erase confirmed on %(slot)s"), { slot: label(slot) }));
+  if (ok) toast(fmtRaw(_("Erase confirmed on %(slot)s"), { slot: label(slot) }));
 }
 
 async function confirmAll() {
@@ -172,23 +184,74 @@ async function identify(slot) {
   if (needSignIn()) return;
   const result = await act(_("Identify"), () => post("/api/slots/" + encodeURIComponent(slot) + "/identify", {}));
   if (result) {
-    toast(result.woke ? fmt(_("The phone on %(slot)s lit its screen"), { slot: label(slot) })
-      : fmt(_("Look for serial %(serial)s on %(slot)s"), { serial: result.serial || "?", slot: label(slot) }));
+    toast(result.woke ? fmtRaw(_("The phone on %(slot)s lit its screen"), { slot: label(slot) })
+      : fmtRaw(_("Look for serial %(serial)s on %(slot)s"), { serial: result.serial || "?", slot: label(slot) }));
   }
 }
 
-async function scan(text) {
+// A scanned barcode. With a tile selected, the slot goes along: an IMEI then answers that
+// phone if it waits for one (otherwise the only phone waiting for an IMEI takes it; with
+// several waiting, the agent asks to select the phone's tile first).
+async function scan(text, slot) {
   const value = text.trim();
-  if (!value) return;
-  if (needSignIn()) return;
-  const result = await act(_("Scan"), () => post("/api/scan", { code: value }));
-  if (!result) return;
-  if (result.booked) {
-    toast(fmt(_("Booked in: %(id)s"), { id: result.booked.identifier }) +
-      (result.reference ? " (" + result.reference + ")" : ""));
+  if (!value) return null;
+  if (needSignIn()) return null;
+  const target = slot || state.selected;
+  const s = target ? state.slots.get(target) : null;
+  const result = await act(_("Scan"), () => post("/api/scan", {
+    code: value, slot: target || null, session_id: s ? s.session_id : null }));
+  if (!result) return null;
+  if (result.imei_entered) {
+    const done = result.imei_entered;
+    toast([fmtRaw(_("IMEI %(imei)s entered for the phone on %(slot)s"),
+      { imei: done.imeis.join(", "), slot: label(done.slot) }),
+      result.booked && result.booked.reference
+        ? [" · ", fmtRaw(_("Booked in: %(id)s"), { id: result.booked.reference })] : []]);
+  } else if (result.booked) {
+    toast([fmtRaw(_("Booked in: %(id)s"), { id: result.booked.identifier }),
+      result.reference ? [" (", raw(result.reference), ")"] : []]);
   } else if (result.reference) {
-    toast(fmt(_("Booking reference %(ref)s: now scan the phone's IMEI"), { ref: result.reference }));
+    toast(fmtRaw(_("Booking reference %(ref)s: now scan the phone's IMEI"), { ref: result.reference }));
   }
+  return result;
+}
+
+// The IMEI field of a tile whose phone will not give its IMEI: one code goes the way of a
+// scan (a booking reference scanned first books it in too); two IMEIs (a dual-SIM phone)
+// are that phone's IMEIs.
+async function enterImeis(slot, text) {
+  const codes = text.split(/[\s,;]+/).filter(Boolean);
+  if (!codes.length) return false;
+  if (needSignIn()) return false;
+  if (codes.length === 1) {
+    const result = await scan(codes[0], slot);
+    return Boolean(result && (result.imei_entered || result.reference));
+  }
+  const s = state.slots.get(slot);
+  const done = await act(_("Enter IMEI"), () => post("/api/slots/" + encodeURIComponent(slot) + "/imei",
+    { imeis: codes, session_id: s.session_id, serial: s.phone ? s.phone.serial : null }));
+  if (done) toast(fmtRaw(_("IMEI %(imei)s entered for the phone on %(slot)s"), { imei: done.imeis.join(", "), slot: label(slot) }));
+  return Boolean(done);
+}
+
+async function noImei(slot) {
+  if (needSignIn()) return;
+  const s = state.slots.get(slot);
+  if (!window.confirm(fmt(_("The phone on %(slot)s has no IMEI (a device without a modem)?"), { slot: label(slot) }))) return;
+  const done = await act(_("No IMEI"), () => post("/api/slots/" + encodeURIComponent(slot) + "/imei",
+    { imeis: [], session_id: s.session_id, serial: s.phone ? s.phone.serial : null }));
+  if (done) toast(fmtRaw(_("Recorded: the phone on %(slot)s has no IMEI"), { slot: label(slot) }));
+}
+
+// The technician's word that the phone was reset once more (policy final_reset): an
+// attestation in their name, so it is asked for deliberately.
+async function finalResetDone(slot) {
+  if (needSignIn()) return;
+  const s = state.slots.get(slot);
+  if (!window.confirm(fmt(_("Did you reset the phone on %(slot)s from Settings and leave it at the setup wizard?"), { slot: label(slot) }))) return;
+  const done = await act(_("Final reset done"), () => post("/api/slots/" + encodeURIComponent(slot) + "/handoff",
+    { session_id: s.session_id, serial: s.phone ? s.phone.serial : null }));
+  if (done) toast(fmtRaw(_("Final reset of the phone on %(slot)s recorded in the name of %(operator)s"), { slot: label(slot), operator: done.attested_by }));
 }
 
 async function signIn(name, secret) {
@@ -424,19 +487,24 @@ function renderSide() {
       h("div", { class: "need-actions" },
         s.awaiting_confirmation ? h("button", { class: "primary confirm", onclick: () => confirmSlot(s.slot) }, _("Confirm erase")) : null,
         s.awaiting_confirmation ? h("button", { class: "abort", onclick: () => abortSlot(s.slot) }, _("Do not erase")) : null,
+        s.need === "enter_imei" ? h("button", { class: "primary enter-imei", onclick: () => select(s.slot, true) }, _("Enter IMEI")) : null,
+        s.need === "final_reset" ? h("button", { class: "primary final-reset", onclick: () => finalResetDone(s.slot) }, _("Final reset done")) : null,
         s.running ? h("button", { class: "identify-btn", onclick: () => identify(s.slot) }, _("Identify")) : null,
         h("button", { onclick: () => select(s.slot) }, _("Details")))))),
   ].filter(Boolean));
 }
 
-function select(slot) {
-  state.selected = state.selected === slot ? null : slot;
+function select(slot, open) {
+  state.selected = state.selected === slot && !open ? null : slot;
   for (const t of document.querySelectorAll(".tile.selected")) t.classList.remove("selected");
   if (state.selected) {
     const t = document.querySelector('.tile[data-slot="' + CSS.escape(slot) + '"]');
     if (t) t.classList.add("selected");
   }
   renderDetail();
+  // A phone waiting for its IMEI: the scanner types into its field.
+  const field = document.getElementById("imei-input");
+  if (field) field.focus();
 }
 
 function renderDetail() {
@@ -444,6 +512,10 @@ function renderDetail() {
   if (!panel) return;
   const s = state.selected && state.slots.get(state.selected);
   if (!s) { panel.className = "hidden"; panel.replaceChildren(); return; }
+  // A live update of this slot must not lose what the technician is typing.
+  const typing = document.getElementById("imei-input");
+  const typed = typing ? typing.value : "";
+  const focused = typing !== null && document.activeElement === typing;
   panel.className = "detail " + s.state;
   const rows = [];
   const row = (k, v) => rows.push(h("tr", {}, h("th", {}, k), h("td", {}, v)));
@@ -463,6 +535,10 @@ function renderDetail() {
     h("table", {}, rows),
   ];
   if (s.need) body.push(h("p", { class: "need big" }, needText(s)));
+  if (s.need === "enter_imei") body.push(imeiForm(s));
+  if (s.need === "final_reset" && s.instructions.length) {
+    body.push(h("ol", { class: "steps" }, s.instructions.map((text) => h("li", {}, _(text)))));
+  }
   if (s.need === "manual_reset" && s.instructions.length) {
     body.push(h("ol", { class: "manual" }, s.instructions.map((text, i) => h("li", { class: i < s.manual_done ? "done" : "" },
       h("span", {}, _(text)),
@@ -478,14 +554,39 @@ function renderDetail() {
     actions.push(h("button", { class: "primary confirm", onclick: () => confirmSlot(s.slot) }, _("Confirm erase")));
     actions.push(h("button", { class: "abort", onclick: () => abortSlot(s.slot) }, _("Do not erase")));
   }
+  if (s.need === "final_reset") {
+    actions.push(h("button", { class: "primary final-reset", onclick: () => finalResetDone(s.slot) }, _("Final reset done")));
+  }
   if (s.running) actions.push(h("button", { class: "identify-btn", onclick: () => identify(s.slot) }, _("Identify")));
   if (s.certificate_id) {
     const pdf = "/certificates/" + encodeURIComponent(s.certificate_id) + ".pdf?lang=" + (state.lang === "zh-CN" ? "zh" : "en");
     actions.push(h("a", { class: "button pdf", href: pdf, target: "_blank", rel: "noopener" }, _("Certificate (PDF)")));
     actions.push(h("a", { class: "button", href: pdf + "&download=1", download: "" }, _("Download")));
+    // The signed file itself: what the platform ingests and `wipeagent verify` checks.
+    actions.push(h("a", { class: "button signed", href: "/certificates/" + encodeURIComponent(s.certificate_id) + ".jws.json", download: "" }, _("Signed file")));
   }
   body.push(h("div", { class: "actions" }, actions));
   panel.replaceChildren(...body);
+  const field = document.getElementById("imei-input");
+  if (field) {
+    field.value = typed;
+    if (focused) field.focus();
+  }
+}
+
+function imeiForm(s) {
+  const input = h("input", { id: "imei-input", type: "text", inputmode: "numeric", autocomplete: "off",
+    spellcheck: "false", placeholder: _("15 digits"), "aria-label": _("IMEI of this phone") });
+  const form = h("form", { class: "imei-form", onsubmit: async (e) => {
+    e.preventDefault();
+    if (await enterImeis(s.slot, input.value)) input.value = "";
+    input.focus();
+  } },
+    h("label", {}, _("IMEI of this phone"), input),
+    h("div", { class: "imei-buttons" },
+      h("button", { type: "submit", class: "primary" }, _("Enter IMEI")),
+      h("button", { type: "button", class: "no-imei", onclick: () => noImei(s.slot) }, _("No IMEI (no modem)"))));
+  return h("div", { class: "imei" }, form, s.instructions.map((text) => h("p", { class: "muted" }, _(text))));
 }
 
 // -- dialogs -------------------------------------------------------------------------
@@ -510,10 +611,11 @@ function openSignIn() {
   name.focus();
 }
 
-function toast(text, bad) {
+// `content`: a string, or nodes and strings (fmtRaw) whose values stay raw text.
+function toast(content, bad) {
   const el = document.getElementById("toast");
   if (!el) return;
-  el.textContent = text;
+  el.replaceChildren(...[content].flat(Infinity).map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
   el.className = bad ? "toast bad" : "toast";
   clearTimeout(state.toastTimer);
   state.toastTimer = setTimeout(() => { el.className = "hidden"; }, 5000);
@@ -531,7 +633,7 @@ document.addEventListener("keydown", (e) => {
   const active = document.activeElement;
   if (active && (active.tagName === "INPUT" || active.tagName === "SELECT" || active.tagName === "TEXTAREA")) return;
   if (e.ctrlKey || e.altKey || e.metaKey || e.key.length !== 1) return;
-  const field = document.getElementById("scan");
+  const field = document.getElementById("imei-input") || document.getElementById("scan");
   if (field) field.focus();
 });
 
