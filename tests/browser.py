@@ -70,7 +70,7 @@ def tile(slot: str) -> str:
 
 
 # Words that stay as they are in Chinese too (names of things, units).
-KEEP = {"IMEI", "PDF", "USB", "ID", "IMEI/SN", "SIM"}
+KEEP = {"IMEI", "PDF", "USB", "ID", "IMEI/SN", "SIM", "API"}
 
 
 async def untranslated(page: Any) -> list[str]:

@@ -23,6 +23,7 @@ from wipeagent.models import Outcome
 
 PROFILES = ["unencrypted", "pixel8-clean"]
 ALCATEL_IMEI = "359076100238192"  # on the box of the `unencrypted` profile (its shell refuses)
+MISTAKE = "490154203237518"  # a phone booked in by mistake
 
 
 def _state_is(slot: str, state: str) -> tuple[str, list[str]]:
@@ -107,6 +108,26 @@ async def test_page_enters_the_imei_and_attests_the_final_reset(control_bench: A
                 await page.press("#imei-input", "Enter")
                 await _text_in(page, "#toast", ALCATEL_IMEI)
 
+                # A phone booked in by mistake (scanned at the top), taken off the intake
+                # list again (`wipeagent intake remove` on the page).
+                await page.fill("#scan", MISTAKE)
+                await page.press("#scan", "Enter")
+                await _text_in(page, "#toast", MISTAKE)
+                await page.click("#intake")
+                await wait_for(page, "n => document.querySelectorAll('.intake tr.booking')"
+                                     ".length === n", 2)
+                rows = await page.locator(".intake tr.booking").all_inner_texts()
+                assert MISTAKE in rows[0] and "scan" not in rows[0], rows  # newest first
+                assert ALCATEL_IMEI in rows[1] and "TI-42" in rows[1], rows
+                leftovers = await untranslated(page)
+                await screenshot(page, "bench-zh-intake")
+                assert leftovers == [], leftovers
+                await page.click(f'.intake tr[data-id="{MISTAKE}"] button.remove')
+                await wait_for(page, "n => document.querySelectorAll('.intake tr.booking')"
+                                     ".length === n", 1)
+                await page.click(".intake .close-intake")
+                assert [e["identifier"] for e in await h.client.intake()] == [ALCATEL_IMEI]
+
                 # Both phones are erased and verified, then wait for their final reset.
                 for slot in (pixel, alcatel):
                     await _text_in(page, tile(slot), zh(NEEDS["final_reset"])[:12],
@@ -132,7 +153,8 @@ async def test_page_enters_the_imei_and_attests_the_final_reset(control_bench: A
                 await page.click(f'.need-item[data-slot="{alcatel}"] .final-reset')
                 for slot in (pixel, alcatel):
                     await wait_for(page, *_state_is(slot, "erased"), timeout_s=300)
-                assert len(asked) == 2 and all("setup wizard" in q for q in asked), asked
+                assert [q for q in asked if "setup wizard" in q] == asked[1:], asked
+                assert len(asked) == 3 and MISTAKE in asked[0], asked
                 await screenshot(page, "bench-en-final-reset-done")
                 # The open tile now offers the certificate: the PDF and the signed file,
                 # which verifies (what `wipeagent certificate` saves).
@@ -164,6 +186,9 @@ async def test_page_enters_the_imei_and_attests_the_final_reset(control_bench: A
         audit = await h.client.call("GET", "/audit", params={"action": "final_reset"})
         assert sorted((e["slot"], e["channel"], e["result"]) for e in audit["entries"]) == \
             sorted([(alcatel, "web", "ok"), (pixel, "web", "ok")])
+        removed = await h.client.call("GET", "/audit", params={"action": "intake_remove"})
+        assert [(e["operator"], e["channel"], e["detail"]["identifier"])
+                for e in removed["entries"]] == [("j.smith", "web", MISTAKE)]
         entries = await h.client.call("GET", "/audit", params={"action": "imei_entry"})
         assert [(e["slot"], e["result"], e["detail"]["via"]) for e in entries["entries"]] == [
             (alcatel, "ok", "scan")]

@@ -162,6 +162,18 @@ async def test_a_scan_never_replaces_the_platforms_booking(tmp_path: Path) -> No
         await client.call("POST", "/intake/scan", {"code": "TI-2"})
         await client.call("POST", "/intake/scan", {"code": BOOKED})
         assert [e["reference"] for e in await client.intake()] == ["TI-2"]
+        # Taking it off the list is an operator's action, recorded.
+        await client.remove_intake(BOOKED)
+        with pytest.raises(ControlApiError) as gone:
+            await client.remove_intake(BOOKED)
+        assert (gone.value.status, gone.value.code) == (404, "no_such_entry")
+        await client.logout()
+        with pytest.raises(ControlApiError) as nobody:
+            await client.remove_intake(BOOKED)
+        assert nobody.value.code == "not_signed_in"
+        audit = await client.call("GET", "/audit", params={"action": "intake_remove"})
+        assert sorted((e["result"], e["operator"]) for e in audit["entries"]) == [
+            ("ok", "j.smith"), ("refused", "j.smith")]
 
 
 async def test_typed_imeis_and_the_final_reset_from_the_cli(

@@ -298,6 +298,23 @@ class BenchActions:
                                                    "again"))
         return waiting[0]
 
+    # -- the intake list ------------------------------------------------------------------
+
+    async def remove_intake(self, actor: Actor, identifier: object) -> dict[str, Any]:
+        """Take a phone off the intake list (a booking scanned by mistake)."""
+        if not isinstance(identifier, str) or not SERIAL.fullmatch(identifier):
+            raise ControlError("no_such_entry", "not an intake identifier", status=404)
+        if not await self.intake.remove(identifier):
+            exc = ControlError("no_such_entry", f"{identifier} is not booked in", status=404,
+                               hint=N_("it may have been removed already: look at the list "
+                                       "again"))
+            await self._refused(actor, "intake_remove", None, exc)
+            raise exc
+        await self.audit.record("intake_remove", "ok", operator=actor.operator,
+                                channel=actor.channel, remote=actor.remote,
+                                identifier=identifier)
+        return {"removed": identifier}
+
     # -- intake by barcode ----------------------------------------------------------------
 
     async def scan(self, actor: Actor, code: object, *, slot: str | None = None,

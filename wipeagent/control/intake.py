@@ -184,6 +184,24 @@ class IntakeList:
 
         return await self.store.run(read)
 
+    async def newest(self, limit: int, containing: str = "") -> tuple[list[IntakeEntry], int]:
+        """The `limit` newest entries whose identifier or reference contains
+        `containing` (all when ""), newest first, and how many entries match in all."""
+
+        where = (" FROM control_intake WHERE :q = '' OR instr(identifier, :q) > 0"
+                 " OR instr(reference, :q) > 0")
+
+        def read(db: sqlite3.Connection) -> tuple[list[IntakeEntry], int]:
+            db.execute(_TABLE)
+            rows = db.execute(
+                "SELECT identifier, kind, source, reference, added_by, added_at" + where
+                + " ORDER BY added_at DESC, identifier LIMIT :limit",
+                {"q": containing, "limit": limit}).fetchall()
+            total = db.execute("SELECT count(*)" + where, {"q": containing}).fetchone()[0]
+            return [_row(r) for r in rows], int(total)
+
+        return await self.store.run(read)
+
     async def match(self, identity: DeviceIdentity) -> IntakeEntry | None:
         """The entry that books this phone in: its serial, or one of its IMEIs."""
         serial_ids = [identity.serial]

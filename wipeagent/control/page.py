@@ -8,6 +8,8 @@
 - `POST /api/...`: the actions (sign in / out, confirm, confirm all, abort, manual step,
   identify, scan, the IMEI of a phone that will not give it, the final reset done),
   checked and journaled by `actions.BenchActions`.
+- `GET /api/intake?q=`: the newest bookings on the intake list (signed in); `POST
+  /api/intake/remove` takes one off.
 - `GET /api/i18n/{lang}`: the message catalogue for the page (wipeagent.i18n).
 - `GET /certificates/{id}.pdf`: a certificate's PDF; `{id}.jws.json`: its signed file.
 
@@ -53,6 +55,7 @@ SESSION_COOKIE = "wa_session"
 MAX_BODY = 64 << 10
 COALESCE_S = 0.1  # real seconds: several changes in a burst go out as one write
 KEEPALIVE_S = 15.0
+INTAKE_SHOWN = 200  # bookings listed on the page (newest first; `?q=` finds the others)
 _ASSET = re.compile(r"^[a-z0-9-]{1,40}\.(js|css|svg)$")
 _CONTENT_TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -124,6 +127,8 @@ class BenchPage:
         r.add_post("/api/slots/{slot}/imei", self.post_imei)
         r.add_post("/api/slots/{slot}/handoff", self.post_handoff)
         r.add_post("/api/scan", self.post_scan)
+        r.add_get("/api/intake", self.get_intake)
+        r.add_post("/api/intake/remove", self.post_intake_remove)
         r.add_get("/certificates/{certificate_id}.pdf", self.get_pdf)
         r.add_get("/certificates/{certificate_id}.jws.json", self.get_signed)
         return app
@@ -460,6 +465,22 @@ class BenchPage:
         return web.json_response(await self.actions.attest_final_reset(
             actor, request.match_info["slot"], session_id=_str(body, "session_id"),
             serial=_str(body, "serial")))
+
+    async def get_intake(self, request: web.Request) -> web.Response:
+        """The newest bookings (`?q=`: whose IMEI, serial or reference contains it), for
+        a signed-in operator: booking references are the platform's, not the kiosk's."""
+        self._web_actor(request)
+        query = request.query.get("q", "")[:64]
+        entries, total = await self.control.intake.newest(INTAKE_SHOWN, query)
+        return web.json_response({"entries": [e.as_dict() for e in entries],
+                                  "total": total})
+
+    async def post_intake_remove(self, request: web.Request) -> web.Response:
+        """Take a phone off the intake list (`wipeagent intake remove`)."""
+        actor = self._web_actor(request)
+        body = await self._body(request)
+        return web.json_response(await self.actions.remove_intake(actor,
+                                                                  body.get("identifier")))
 
     async def post_scan(self, request: web.Request) -> web.Response:
         """A scanned barcode; `slot`: the selected tile (an IMEI answers its phone when

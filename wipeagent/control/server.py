@@ -547,12 +547,9 @@ class ControlServer:
         return web.json_response({"added": count})
 
     async def delete_intake(self, request: web.Request) -> web.Response:
-        identifier = request.match_info["identifier"]
-        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", identifier):
-            raise ControlError("no_such_entry", "not an intake identifier", status=404)
-        if not await self.intake.remove(identifier):
-            raise ControlError("no_such_entry", f"{identifier} is not booked in", status=404)
-        return web.json_response({"removed": identifier})
+        """DELETE /intake/{identifier}: the signed-in operator takes a phone off the list."""
+        return web.json_response(await self.actions.remove_intake(
+            self._actor(), request.match_info["identifier"]))
 
     # -- metrics -------------------------------------------------------------------------
 

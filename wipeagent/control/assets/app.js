@@ -76,6 +76,18 @@ async function post(path, body) {
   return data;
 }
 
+async function getJson(path) {
+  const response = await fetch(path, { credentials: "same-origin" });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    if (response.status === 401) { await loadSession(); render(); }
+    const err = new Error(data.message || ("HTTP " + response.status));
+    err.code = data.error || "http_" + response.status;
+    throw err;
+  }
+  return data;
+}
+
 async function loadSession() {
   const response = await fetch("/api/session", { credentials: "same-origin" });
   state.session = await response.json();
@@ -378,6 +390,7 @@ function renderTop() {
     h("div", { class: "tools" },
       h("button", { id: "confirm-all", class: "primary", disabled: waiting === 0, onclick: confirmAll },
         fmt(_("Confirm all waiting (%(n)s)"), { n: waiting })),
+      h("button", { id: "intake", onclick: openIntake }, _("Booked in")),
       h("input", { id: "scan", type: "text", autocomplete: "off", spellcheck: "false",
         placeholder: _("Scan IMEI or booking reference"), "aria-label": _("Scan IMEI or booking reference"),
         onkeydown: (e) => { if (e.key === "Enter") { scan(e.target.value); e.target.value = ""; } } }),
@@ -590,6 +603,52 @@ function imeiForm(s) {
 }
 
 // -- dialogs -------------------------------------------------------------------------
+
+// Where a booking came from (the intake list's `source`): the bench's own sources in
+// words, a platform feed by its configured name.
+function sourceText(source) {
+  if (source === "scanner") return _("scanned at the bench");
+  if (source === "api") return _("entered on the command line or the API");
+  return raw(source);
+}
+
+// The intake list (`wipeagent intake list | remove`): the newest bookings, a search, and
+// Remove for a booking scanned by mistake.
+async function openIntake() {
+  if (needSignIn()) return;
+  const dialog = document.getElementById("dialog");
+  const close = () => { dialog.className = "hidden"; dialog.replaceChildren(); };
+  const search = h("input", { id: "intake-search", type: "search", autocomplete: "off", spellcheck: "false",
+    placeholder: _("IMEI, serial number or booking reference"), "aria-label": _("Search the intake list") });
+  const list = h("div", { class: "intake-list" });
+  const load = async () => {
+    const data = await act(_("Booked in"), () => getJson("/api/intake?q=" + encodeURIComponent(search.value.trim())));
+    if (!data) return;
+    list.replaceChildren(
+      h("p", { class: "muted" }, fmt(_("%(shown)s of %(total)s bookings, newest first"), { shown: data.entries.length, total: data.total })),
+      data.entries.length ? h("table", {},
+        h("thead", {}, h("tr", {}, h("th", {}, _("IMEI or serial number")), h("th", {}, _("Booking reference")),
+          h("th", {}, _("Booked in by")), h("th", {}, _("Source")), h("th", {}, _("When")), h("th", {}))),
+        h("tbody", {}, data.entries.map((e) => h("tr", { class: "booking", dataset: { id: e.identifier } },
+          h("td", {}, raw(e.identifier)), h("td", {}, raw(e.reference || "-")), h("td", {}, raw(e.added_by || "-")),
+          h("td", {}, sourceText(e.source)), h("td", {}, raw(new Date(e.added_at).toLocaleString(state.lang))),
+          h("td", {}, h("button", { class: "remove", onclick: () => removeBooking(e.identifier, load) }, _("Remove")))))))
+        : h("p", {}, _("No phone is booked in.")));
+  };
+  search.addEventListener("keydown", (e) => { if (e.key === "Enter") load(); });
+  dialog.className = "dialog";
+  dialog.replaceChildren(h("div", { class: "intake" }, h("h2", {}, _("Booked in")), search, list,
+    h("div", { class: "actions" }, h("button", { type: "button", class: "close-intake", onclick: close }, _("Close")))));
+  await load();
+  search.focus();
+}
+
+async function removeBooking(identifier, reload) {
+  if (!window.confirm(fmt(_("Take %(id)s off the intake list?"), { id: identifier }))) return;
+  const done = await act(_("Remove"), () => post("/api/intake/remove", { identifier }));
+  if (done) toast(fmtRaw(_("Taken off the intake list: %(id)s"), { id: identifier }));
+  await reload();
+}
 function openSignIn() {
   const dialog = document.getElementById("dialog");
   const name = h("input", { id: "operator", type: "text", autocomplete: "username", required: true });
