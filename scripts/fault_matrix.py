@@ -61,7 +61,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -266,10 +266,18 @@ class Trial:
     delivered: int = 0
     restart_rc: int | None = None
     seconds: float = 0.0
+    seed: int = 0
+    commit: str = ""  # the code the trial ran on
+    load: float = 0.0  # the machine's 1-minute load average when the trial ended
+
+    @property
+    def kind(self) -> str:
+        """The fault as reported: kill9, sigterm, diskfull or journal:<damage>."""
+        return f"journal:{self.damage}" if self.damage else self.fault
 
     @property
     def counted(self) -> bool:
-        return not self.damage
+        return not any("skipped" in n for n in self.notes)
 
     @property
     def ok(self) -> bool:
@@ -284,6 +292,13 @@ class Matrix:
         self.server_tls: Any = None
         self.calibration: dict[str, tuple[float, str]] = {}
         self.can_mount = False
+        self.commit = git_commit()
+        self.results_path: Path | None = Path(args.results) if args.results else None
+        self.done: dict[tuple[int, int], Trial] = {}
+        if self.results_path is not None and self.results_path.exists():
+            calibration, trials = load_results([self.results_path])
+            self.calibration.update(calibration.get(args.seed, {}))
+            self.done = {(t.seed, t.index): t for t in trials}
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -425,6 +440,15 @@ group = ""
                 await receiver.start(receiver.host, receiver.port)
             agent = await Agent.start(config, trial_dir / "agent.log", phones)
             await self._settle(trial, agent, phones, journal_path, receiver)
+            if trial.damage and agent.proc.returncode == 78:
+                # Refused the damaged journal, as it must: the administrator runs the
+                # recovery the hint names, and starts the agent again.
+                if not any("journal recover" in line for line in agent.lines[-5:]):
+                    trial.problems.append("damaged journal refused without the recovery "
+                                          "hint: " + " | ".join(agent.lines[-2:])[:200])
+                await self._journal_recover(trial, config)
+                agent = await Agent.start(config, trial_dir / "agent.log", phones)
+                await self._settle(trial, agent, phones, journal_path, receiver)
             if agent.proc.returncode is None:
                 rc = await agent.stop()
                 if rc != 0:
@@ -486,6 +510,19 @@ group = ""
             trial.notes.append(f"stopped on a full disk: exit {rc}")
 
     @staticmethod
+    async def _journal_recover(trial: Trial, config: Path) -> None:
+        """`wipeagent journal recover`, what the refusal's hint tells the administrator."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "wipeagent.cli", "journal", "recover", "--config",
+            str(config), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        text = out.decode("utf-8", "replace").strip()
+        trial.notes.append(f"journal recover (exit {proc.returncode}): {text[-200:]}")
+        if proc.returncode != 0:
+            trial.problems.append(f"journal recover exited {proc.returncode}: {text[-200:]}")
+
+    @staticmethod
     def _recover(trial: Trial, journal: Path, filler: Path) -> None:
         if trial.fault == "diskfull":
             filler.unlink(missing_ok=True)
@@ -501,12 +538,13 @@ group = ""
         while time.monotonic() < deadline:
             if agent.proc.returncode is not None:
                 trial.restart_rc = agent.proc.returncode
-                if not trial.damage:
-                    trial.problems.append(f"restarted agent exited {agent.proc.returncode}: "
-                                          + " | ".join(agent.lines[-3:])[:300])
-                else:
+                if trial.damage and agent.proc.returncode == 78 and \
+                        not any("journal recover" in n for n in trial.notes):
                     trial.notes.append(f"restart refused (exit {agent.proc.returncode}): "
                                        + (agent.lines[-1][:200] if agent.lines else ""))
+                else:
+                    trial.problems.append(f"restarted agent exited {agent.proc.returncode}: "
+                                          + " | ".join(agent.lines[-3:])[:300])
                 return
             journal = self.read_journal(journal_path)
             sessions = journal["sessions"]
@@ -569,8 +607,10 @@ group = ""
         if exported != {c["certificate_id"] for c in certs}:
             trial.problems.append(f"{len(exported)} certificate files exported, "
                                   f"{len(certs)} in the journal")
-        if check_sequence(verified):
-            trial.problems.append(f"chain: {'; '.join(check_sequence(verified))[:200]}")
+        chain_problems = check_sequence(verified)
+        if chain_problems:
+            trial.problems.append("chain: " + "; ".join(
+                f"{p.kind} at {p.sequence}: {p.message}" for p in chain_problems)[:200])
         # Delivery: every certificate (journal and exported), each stored exactly once.
         held = set(receiver.held())
         wanted = {c["certificate_id"] for c in certs} | exported
@@ -599,8 +639,11 @@ group = ""
     async def calibrate(self, profiles: list[tuple[str, str]]) -> None:
         """One uninterrupted run per profile: its duration (the range the faults are
         drawn from) and its outcome (what a trial must end as when the truth is the
-        same)."""
+        same). A calibration recorded in the results file is reused, so that a resumed
+        or chunked matrix draws the same moments."""
         for index, (platform_name, profile) in enumerate(profiles):
+            if profile in self.calibration:
+                continue
             trial = Trial(-1 - index, platform_name, profile, "none", 0.0)
             await self.run_uninterrupted(trial)
             if trial.problems:
@@ -608,6 +651,17 @@ group = ""
                                  + "; ".join(trial.problems))
             self.calibration[profile] = (trial.seconds, trial.outcome)
             log.info("calibration %-24s %5.1f s %s", profile, trial.seconds, trial.outcome)
+            self.record({"kind": "calibration", "seed": self.args.seed, "commit": self.commit,
+                         "profile": profile, "seconds": trial.seconds,
+                         "outcome": trial.outcome})
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append one line to the results file (--results), flushed: a run stopped
+        anywhere resumes after its last finished trial."""
+        if self.results_path is None:
+            return
+        with self.results_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
 
     async def run_uninterrupted(self, trial: Trial) -> None:
         trial_dir = self.workdir / f"calibrate-{trial.profile}"
@@ -656,9 +710,18 @@ group = ""
         profiles = self.profiles()
         await self.calibrate(profiles)
         results = []
+        first, last = self.args.only
         for trial in self.plan(profiles):
+            if not first <= trial.index < last:
+                continue
+            if (self.args.seed, trial.index) in self.done:  # resumed: ran already
+                results.append(self.done[(self.args.seed, trial.index)])
+                continue
+            trial.seed, trial.commit = self.args.seed, self.commit
             result = await self.run_trial(trial)
+            result.load = round(os.getloadavg()[0], 2)
             results.append(result)
+            self.record({"kind": "trial", "command": command_line(), **asdict(result)})
             status = "ok" if result.ok else "BROKEN: " + "; ".join(result.problems)
             log.info("trial %3d %-8s %-12s %-24s at %6.2f s -> %-22s truth %-5s %s",
                      result.index, result.fault, result.damage or "-", result.profile,
@@ -699,16 +762,16 @@ def damage(journal: Path, how: str, rng: random.Random) -> None:
         data = journal.read_bytes()
         journal.write_bytes(data[: len(data) // 2])
     elif how == "zero_header":
-        data = bytearray(journal.read_bytes())
-        data[:100] = bytes(100)
-        journal.write_bytes(bytes(data))
+        header = bytearray(journal.read_bytes())
+        header[:100] = bytes(100)
+        journal.write_bytes(bytes(header))
     elif how == "flip_bytes":
-        data = bytearray(journal.read_bytes())
+        flipped = bytearray(journal.read_bytes())
         for _ in range(64):
-            at = rng.randrange(100, max(101, len(data)))
-            if at < len(data):
-                data[at] ^= 0xFF
-        journal.write_bytes(bytes(data))
+            at = rng.randrange(100, max(101, len(flipped)))
+            if at < len(flipped):
+                flipped[at] ^= 0xFF
+        journal.write_bytes(bytes(flipped))
 
 
 # --------------------------------------------------------------------------------------
@@ -716,61 +779,115 @@ def damage(journal: Path, how: str, rng: random.Random) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def report(results: list[Trial], args: argparse.Namespace, elapsed: float) -> str:
-    counted = [t for t in results if t.counted and not any("skipped" in n for n in t.notes)]
-    by_fault: dict[str, list[Trial]] = {}
-    for t in counted:
-        by_fault.setdefault(t.fault, []).append(t)
+def git_commit() -> str:
+    """The commit the trials run on (with "+dirty" when tracked files differ from it)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
+                              text=True, check=False)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no")
+                     else "")
+
+
+def command_line() -> str:
+    return " ".join([".venv/bin/python scripts/fault_matrix.py", *sys.argv[1:]])
+
+
+def load_results(paths: list[Path]) -> tuple[dict[int, dict[str, tuple[float, str]]],
+                                               list[Trial]]:
+    """Calibrations (by seed) and trials recorded in results files; a trial recorded twice
+    (same seed and index) counts once, the last record winning."""
+    calibration: dict[int, dict[str, tuple[float, str]]] = {}
+    trials: dict[tuple[int, int], Trial] = {}
+    names = {f.name for f in fields(Trial)}
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if entry["kind"] == "calibration":
+                calibration.setdefault(entry["seed"], {})[entry["profile"]] = (
+                    entry["seconds"], entry["outcome"])
+            elif entry["kind"] == "trial":
+                trial = Trial(**{k: v for k, v in entry.items() if k in names})
+                trial.notes.append(f"command: {entry.get('command', '')}")
+                trials[(trial.seed, trial.index)] = trial
+    return calibration, list(trials.values())
+
+
+def _count(trials: list[Trial], *needles: str) -> int:
+    return sum(any(any(n in p for n in needles) for p in t.problems) for t in trials)
+
+
+def report(results: list[Trial], elapsed: float) -> str:
+    """The figures: by fault, by profile and fault, what ran where, and every broken trial."""
+    counted = [t for t in results if t.counted]
+    kinds = [*FAULTS, *(f"journal:{d}" for d in JOURNAL_DAMAGE)]
     lines = ["| fault | trials | ok | false claims | claims less | lost/doubled | "
              "chain breaks | not delivered once | hung |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def row(name: str, trials: list[Trial]) -> str:
-        def count(*needles: str) -> int:
-            return sum(any(any(n in p for n in needles) for p in t.problems) for t in trials)
-
-        lost = count("certificates for the phone", "without certificate", "left at",
-                     "files exported")
+        lost = _count(trials, "certificates for the phone", "without certificate", "left at",
+                      "files exported")
         return (f"| {name} | {len(trials)} | {sum(t.ok for t in trials)} | "
-                f"{count('FALSE CLAIM')} | {count('claims less', 'outcome ')} | {lost} | "
-                f"{count('chain')} | {count('receiver holds', 'stored more than once')} | "
-                f"{count('timed out', 'exited')} |")
+                f"{_count(trials, 'FALSE CLAIM')} | {_count(trials, 'claims less', 'outcome ')}"
+                f" | {lost} | {_count(trials, 'chain')} | "
+                f"{_count(trials, 'receiver holds', 'stored more than once')} | "
+                f"{_count(trials, 'timed out', 'exited')} |")
 
-    for fault in FAULTS:
-        if fault in by_fault:
-            lines.append(row(fault, by_fault[fault]))
+    for kind in kinds:
+        mine = [t for t in counted if t.kind == kind]
+        if mine:
+            lines.append(row(kind, mine))
     lines.append(row("**all**", counted))
     platforms = Counter(t.platform for t in counted)
     outcomes = Counter(t.outcome or "-" for t in counted)
     text = ["\n".join(lines), "",
-            f"{len(counted)} counted trials over {len({t.profile for t in counted})} profiles "
+            f"{len(counted)} trials over {len({t.profile for t in counted})} profiles "
             f"({', '.join(f'{n} {p}' for p, n in sorted(platforms.items()))}); outcomes: "
             + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + "."]
-    journal = [t for t in results if t.damage]
-    if journal:
-        text += ["", "Journal damaged while the agent was down (reported, not counted):", "",
-                 "| damage | trials | agent refused to start | recovered, invariants hold | "
-                 "recovered, invariants broken |", "|---|---:|---:|---:|---:|"]
-        for how in JOURNAL_DAMAGE:
-            mine = [t for t in journal if t.damage == how]
-            if not mine:
-                continue
-            refused = [t for t in mine if t.restart_rc not in (None, 0)]
-            rest = [t for t in mine if t not in refused]
-            text.append(f"| {how} | {len(mine)} | {len(refused)} | "
-                        f"{sum(t.ok for t in rest)} | {sum(not t.ok for t in rest)} |")
-        broken = sorted({p.split(":")[0] for t in journal for p in t.problems})
-        if broken:
-            text += ["", "What broke after journal damage: " + "; ".join(broken) + "."]
+    skipped = len(results) - len(counted)
+    if skipped:
+        text[-1] += f" {skipped} disk-full trials skipped (no tmpfs: run as root)."
+    refused = [t for t in counted if any("restart refused" in n for n in t.notes)]
+    if refused:
+        text += ["", f"Journal damage: {len(refused)} of "
+                 f"{sum(bool(t.damage) for t in counted)} restarts refused the damaged "
+                 "journal (exit 78, naming `wipeagent journal recover`), the matrix ran the "
+                 "recovery and started the agent again; the others rebuilt or kept the "
+                 "journal on their own. Every one is held to the same checks."]
+    # Profile x fault: trials (and broken ones) in each cell.
+    columns = ["kill9", "sigterm", "diskfull", "journal"]
+    text += ["", "Trials by profile and fault (broken ones marked):", "",
+             "| platform | profile | " + " | ".join(columns) + " |",
+             "|---|---|" + "---:|" * len(columns)]
+    for platform_name, profile in sorted({(t.platform, t.profile) for t in counted}):
+        cells = []
+        for column in columns:
+            mine = [t for t in counted if t.profile == profile
+                    and (t.kind == column or (column == "journal" and t.damage))]
+            broken = sum(not t.ok for t in mine)
+            cells.append(f"{len(mine)}" + (f" ({broken} broken)" if broken else ""))
+        text.append(f"| {platform_name} | {profile} | " + " | ".join(cells) + " |")
     failures = [t for t in counted if not t.ok]
     if failures:
         text += ["", "Broken trials:"]
-        text += [f"- #{t.index} {t.fault} {t.profile} at {t.at_s:.2f} s: "
+        text += [f"- #{t.index} (seed {t.seed}) {t.kind} {t.profile} at {t.at_s:.2f} s: "
                  + "; ".join(t.problems) for t in failures]
-    text += ["", f"Run: `{' '.join(['.venv/bin/python scripts/fault_matrix.py', *sys.argv[1:]])}`"
-             f" — {elapsed / 60:.1f} min on {platform.machine()}, {os.cpu_count()} CPUs, "
-             f"load average at the end {os.getloadavg()[0]:.1f}, Python "
-             f"{platform.python_version()}, speed {args.speed}, "
+    commits = Counter(t.commit or "unknown" for t in counted)
+    commands = sorted({n.removeprefix("command: ") for t in counted for n in t.notes
+                       if n.startswith("command: ")} or {command_line()})
+    loads = [t.load for t in counted if t.load]
+    text += ["", "Run: " + "; ".join(f"`{c}`" for c in commands) + ", at `nice -n 10`.",
+             "Code: " + ", ".join(f"{n} trials on commit `{c}`"
+                                  for c, n in commits.most_common()) + ".",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other "
+             "engineers' work, load average (1 min) at the trials' ends "
+             + (f"mean {sum(loads) / len(loads):.1f}, max {max(loads):.1f}" if loads else "-")
+             + f"; Python {platform.python_version()}; {elapsed / 60:.0f} min of trials; "
              f"{datetime.now(UTC).date().isoformat()}."]
     return "\n".join(text)
 
@@ -785,8 +902,8 @@ def write_docs(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_phones":
-        _, platform_name, profile, speed, workdir = argv
-        asyncio.run(phones_main(platform_name, profile, float(speed), Path(workdir)))
+        _, platform_name, profile, speed, phones_dir = argv
+        asyncio.run(phones_main(platform_name, profile, float(speed), Path(phones_dir)))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=200)
@@ -797,22 +914,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", default="", help="comma-separated profile names")
     parser.add_argument("--diskfull-s", type=float, default=1.5,
                         help="real seconds the agent runs on a full disk")
+    parser.add_argument("--results", default="",
+                        help="append every trial to this JSON-lines file and skip the "
+                        "trials it already holds (resume; chunks share one file)")
+    parser.add_argument("--only", default="", metavar="FIRST:END",
+                        help="run only the trials numbered FIRST..END-1 of the plan")
+    parser.add_argument("--merge", nargs="+", default=[], metavar="RESULTS",
+                        help="run nothing: report the trials of these results files")
     parser.add_argument("--keep", action="store_true", help="keep every trial's directory")
     parser.add_argument("--write", action="store_true", help="write docs/reliability.md")
     args = parser.parse_args(argv)
+    first, _, end = args.only.partition(":")
+    args.only = (int(first or 0), int(end or sys.maxsize))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    workdir = Path(tempfile.mkdtemp(prefix="fault-matrix-"))
-    started = time.monotonic()
-    try:
-        results = asyncio.run(Matrix(args, workdir).run())
-    finally:
-        if not args.keep:
-            failed = any(p.name.startswith("trial-") for p in workdir.iterdir())
-            if not failed:
-                shutil.rmtree(workdir, ignore_errors=True)
-            else:
-                log.info("broken trials kept in %s", workdir)
-    text = report(results, args, time.monotonic() - started)
+    if args.merge:
+        _, results = load_results([Path(p) for p in args.merge])
+        elapsed = sum(t.seconds for t in results)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="fault-matrix-"))
+        started = time.monotonic()
+        try:
+            results = asyncio.run(Matrix(args, workdir).run())
+        finally:
+            if not args.keep:
+                failed = any(p.name.startswith("trial-") for p in workdir.iterdir())
+                if not failed:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                else:
+                    log.info("broken trials kept in %s", workdir)
+        elapsed = time.monotonic() - started
+    text = report(results, elapsed)
     print(text)
     if args.write:
         write_docs(text)
