@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/fault_matrix.py [--trials 200] [--seed 1] [--speed 50]
         [--faults kill9,sigterm,diskfull] [--journal-trials 20] [--profiles NAME,...]
-        [--write]
+        [--results FILE] [--only FIRST:END] [--merge FILE...] [--write]
 
 Each trial runs three processes, as a bench does:
 
@@ -32,13 +32,19 @@ journal. Checked after every trial:
 - delivery: the receiver stored each certificate of the journal exactly once, nothing else.
 
 `--journal-trials N` adds trials where the journal is damaged while the agent is down
-(deleted, emptied, cut in half, header zeroed, bytes flipped); their outcome is reported
-(what the restarted agent did, whether the chain forked, whether an undelivered
-certificate was lost) but not counted in the pass/fail of the matrix.
+(deleted, emptied, cut in half, header zeroed, bytes flipped) after the phone's certificate
+was journaled and before it was delivered. A restarted agent that refuses the damaged
+journal (exit 78) must name `wipeagent journal recover`; the matrix runs it, as the
+administrator would, and starts the agent again. They are held to the same checks (no
+fork, the undelivered certificate delivered once).
 
-Exit status 1 when a counted trial broke an invariant (after printing the report). With
---write the figures replace the block between the `fault_matrix` markers in
-docs/reliability.md, with the command line and the machine's load.
+Chunks and resumption: `--results FILE` appends the calibration and every finished trial to
+a JSON-lines file and skips the trials it holds already; `--only FIRST:END` runs a slice of
+the plan; `--merge FILE...` runs nothing and reports the trials of several files.
+
+Exit status 1 when a trial broke an invariant (after printing the report). With --write
+the figures replace the block between the `fault_matrix` markers in docs/reliability.md,
+with the command lines, the commits and the machine's load.
 """
 
 from __future__ import annotations
