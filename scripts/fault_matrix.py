@@ -700,8 +700,11 @@ group = ""
             span, outcome = self.calibration[profile]
             trials.append(Trial(index, platform_name, profile, fault,
                                 round(rng.uniform(0.0, span), 3), baseline=outcome))
+        # Journal damage strikes once the phone's certificate is journaled: profiles whose
+        # phones get one.
+        certified = [p for p in profiles if self.calibration[p[1]][1]]
         for j in range(self.args.journal_trials):
-            platform_name, profile = profiles[rng.randrange(len(profiles))]
+            platform_name, profile = certified[rng.randrange(len(certified))]
             span, outcome = self.calibration[profile]
             trials.append(Trial(self.args.trials + j, platform_name, profile, "kill9",
                                 round(rng.uniform(0.0, span), 3),
