@@ -14,9 +14,9 @@ import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wipeagent.certs import jws
-from wipeagent.certs.payload import check_payload
+from wipeagent.certs.payload import load_payload
 from wipeagent.certs.pki import EKU_DOCUMENT_SIGNING, is_development, station_id_of
 from wipeagent.certs.signer import (
     ALG_ES256,
@@ -84,9 +84,12 @@ _UNDERSTOOD = (
 )
 
 
-@dataclass(frozen=True)
-class VerifiedCertificate:
-    """A certificate that passed every check; `payload` is the validated signed payload."""
+class VerifiedCertificate(NamedTuple):
+    """A certificate that passed every check; `payload` is the validated signed payload.
+
+    (Immutable like a frozen dataclass; a NamedTuple because one is made per certificate
+    verified, in a tenth of a frozen dataclass's time.)
+    """
 
     certificate_id: str
     sha256: str
@@ -98,13 +101,18 @@ class VerifiedCertificate:
     alg: str
     kid: str
     chain: tuple[x509.Certificate, ...]
-    payload: dict[str, Any] = field(repr=False)
+    payload: dict[str, Any]
 
     @property
     def outcome(self) -> str:
         """"erased", "erased_with_exceptions" or "not_erased"."""
         result: str = self.payload["outcome"]["result"]
         return result
+
+    def __repr__(self) -> str:  # the payload left out: kilobytes of JSON
+        return (f"VerifiedCertificate(certificate_id={self.certificate_id!r}, "
+                f"station_id={self.station_id!r}, sequence={self.sequence!r}, "
+                f"sha256={self.sha256!r})")
 
 
 @dataclass(frozen=True)
@@ -422,8 +430,7 @@ class Verifier:
             raw_verify(chain.key, parsed.signature, parsed.signing_input)
         except InvalidSignature as exc:
             raise CertificateError("bad_signature", "signature verification failed") from exc
-        payload = jws.parse_payload(parsed.payload_bytes)
-        issued_at = check_payload(payload)
+        payload, issued_at = load_payload(parsed.payload_bytes)
         station_id = payload["chain"]["station_id"]
         # Exact comparison; the station certificate's id is ASCII, so no look-alike passes.
         if station_id != chain.station_id:
