@@ -579,21 +579,28 @@ def _schema_decoder(version: int) -> SchemaDecoder:
     return SchemaDecoder(schema(version), f"PayloadV{version}")
 
 
+# A canonical payload (sorted keys) ends with its version: "version" sorts last.
+_VERSION_TAILS = tuple((f',"version":{v}}}'.encode(), v) for v in SCHEMA_VERSIONS)
+
+
 def load_payload(data: bytes) -> tuple[dict[str, Any], datetime]:
     """The signed payload bytes parsed and checked: (payload, issue time).
 
     Exactly jws.parse_payload then check_payload, faster for what agents sign: a payload
-    of the current version spelled canonically is parsed and schema-checked in one pass by
-    the schema compiled into msgspec types (schema_decoder.py: it returns a value only
+    spelled canonically is parsed and checked against its version's schema in one pass
+    by the schema compiled into msgspec types (schema_decoder.py: it returns a value only
     when jsonschema-rs would accept it and any JSON parser would read that same value);
-    anything else (older versions, other spellings, every rejection) takes the full path,
-    which decides and explains. The consistency rules run on both paths.
+    anything else (other spellings, every rejection) takes the full path, which decides
+    and explains. The consistency rules run on both paths.
     """
-    payload = _schema_decoder(VERSION).decode(data)
-    if payload is None:
-        payload = jws.parse_payload(data)
-        return payload, check_payload(payload)
-    return payload, check_consistency(payload)
+    for tail, version in _VERSION_TAILS:
+        if data.endswith(tail):
+            payload = _schema_decoder(version).decode(data)
+            if payload is not None:
+                return payload, check_consistency(payload)
+            break
+    payload = jws.parse_payload(data)
+    return payload, check_payload(payload)
 
 
 def now_utc() -> datetime:
