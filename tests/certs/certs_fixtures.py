@@ -6,8 +6,11 @@ pytest puts tests/certs on sys.path because the folder is not a package.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+from wipeagent.certs import payload as payload_module
 from wipeagent.models import (
     Booking,
     CheckKind,
@@ -198,3 +201,15 @@ def not_erased_record() -> SessionRecord:
         outcome=Outcome.NOT_ERASED,
         reasons=("Find My is on: Activation Lock would survive the erase",),
     )
+
+
+@contextmanager
+def payload_path(fast: bool) -> Iterator[None]:
+    """Verify payloads on the fast path from the first one (fast) or on the strict path
+    only, whatever this process verified before (payload.FAST_PATH_AFTER)."""
+    saved = payload_module.FAST_PATH_AFTER
+    payload_module.FAST_PATH_AFTER = 0 if fast else 1 << 62
+    try:
+        yield
+    finally:
+        payload_module.FAST_PATH_AFTER = saved

@@ -11,6 +11,7 @@ form it does not implement, so a schema change cannot silently loosen the fast p
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ from typing import Any
 import jsonschema
 import jsonschema_rs
 import pytest
+from certs_fixtures import payload_path
 from hypothesis import given
 from hypothesis import strategies as st
 from test_certs_fuzz import FUZZ, SEEDS, apply, json_values, paths, seed_parts
 
 from wipeagent.certs import jws
+from wipeagent.certs import payload as payload_module
 from wipeagent.certs.payload import (
     SCHEMA_VERSIONS,
     VERSION,
@@ -122,27 +125,48 @@ def test_corpus_payloads_agree_and_the_fast_path_is_used() -> None:
     assert hits[VERSION] >= 10 and all(hits.values()), hits
 
 
-def test_load_payload_is_the_strict_path_on_both_paths() -> None:
+@pytest.mark.parametrize("fast", [True, False])
+def test_load_payload_is_the_strict_path_on_both_paths(fast: bool) -> None:
     for payload in seed_payloads():
         data = jws.canonical_json(payload)
-        loaded, issued = load_payload(data)
+        with payload_path(fast):
+            loaded, issued = load_payload(data)
         assert typed(loaded) == typed(payload)
         assert issued == check_payload(jws.parse_payload(data))
         # Another spelling of the same payload: the full path, the same answer.
         spaced = json.dumps(payload, sort_keys=True, indent=1).encode()
         assert DECODER.decode(spaced) is None
-        again, issued_again = load_payload(spaced)
+        with payload_path(fast):
+            again, issued_again = load_payload(spaced)
         assert typed(again) == typed(payload) and issued_again == issued
 
 
-def test_load_payload_refuses_what_the_strict_path_refuses() -> None:
+def test_the_fast_path_is_set_up_only_once_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = jws.canonical_json(seed_payloads()[0])
+    calls: list[bytes] = []
+
+    class Spy:
+        def decode(self, data: bytes) -> Any:
+            calls.append(data)
+            return DECODER.decode(data)
+
+    monkeypatch.setattr(payload_module, "_schema_decoder", lambda version: Spy())
+    monkeypatch.setattr(payload_module, "FAST_PATH_AFTER", 3)
+    monkeypatch.setattr(payload_module, "_loads", itertools.count())
+    results = [load_payload(data) for _ in range(5)]
+    assert len(calls) == 2  # the first three took the strict path
+    assert len({typed(p) for p, _ in results}) == 1
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_load_payload_refuses_what_the_strict_path_refuses(fast: bool) -> None:
     payload = seed_payloads()[0]
     payload["custody"]["slot"] = 7
-    with pytest.raises(CertificateError) as caught:
+    with payload_path(fast), pytest.raises(CertificateError) as caught:
         load_payload(jws.canonical_json(payload))
     assert caught.value.reason == "schema_invalid"
     duplicate = dumps_with_duplicate(payload, payload, "version", 2).encode()
-    with pytest.raises(CertificateError) as caught:
+    with payload_path(fast), pytest.raises(CertificateError) as caught:
         load_payload(duplicate)
     assert caught.value.reason == "malformed"
 

@@ -59,16 +59,19 @@ def p256(tmp_path_factory: pytest.TempPathFactory) -> tuple[KeySigner, x509.Cert
     return load_station_signer(req.key, chain), pki.load_trust_roots(ca.cert)[0], d
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-payload-path", "strict-path"])
 @pytest.mark.parametrize("name", sorted(MANIFEST["files"]))
-def test_corpus_file_gets_its_reason(name: str) -> None:
+def test_corpus_file_gets_its_reason(name: str, fast: bool) -> None:
     expected = MANIFEST["files"][name]
     data = (CORPUS / name).read_bytes()
-    if expected["reason"] == "ok":
-        verified = verify_certificate(data, trust_roots=roots(expected["trust"]), now=CORPUS_NOW)
-        assert verified.sha256 == hashlib.sha256(data).hexdigest()
-        return
-    with pytest.raises(CertificateError) as caught:
-        verify_certificate(data, trust_roots=roots(expected["trust"]), now=CORPUS_NOW)
+    with fx.payload_path(fast):
+        if expected["reason"] == "ok":
+            verified = verify_certificate(data, trust_roots=roots(expected["trust"]),
+                                          now=CORPUS_NOW)
+            assert verified.sha256 == hashlib.sha256(data).hexdigest()
+            return
+        with pytest.raises(CertificateError) as caught:
+            verify_certificate(data, trust_roots=roots(expected["trust"]), now=CORPUS_NOW)
     assert caught.value.reason == expected["reason"]
 
 
