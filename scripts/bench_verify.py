@@ -11,7 +11,9 @@ measures, in each round and back to back:
   library  Verifier(roots).verify(bytes) on each certificate with every check (strict
            parse, canonical form, header, chain (X.509 work once per distinct x5c),
            low S, signature, duplicate-key-free JSON, JSON Schema, consistency and the
-           outcome rule on the checks, station binding, validity at issue time);
+           outcome rule on the checks, station binding, validity at issue time); a
+           process takes the payload's fast path from its 1,000th payload on
+           (payload.FAST_PATH_AFTER), so round 1 includes setting it up;
   --jobs 1 / --jobs N  the `wipeagent verify --batch DIR --json` command in-process
            (verification plus the report and the ledger check; files already read).
 raw and library are CPU time of this thread (what one core does, whatever else the
